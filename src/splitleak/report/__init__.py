@@ -1,0 +1,1 @@
+"""Figures, tables and the HTML report; they only read results, never compute attacks."""
