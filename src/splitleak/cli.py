@@ -111,6 +111,8 @@ def attack_cmd(
     other_dataset: Annotated[str, typer.Option(help="dataset for other-distribution")] = "kmnist",
     shadow_arch: Annotated[str, typer.Option(help="query-free shadow: same or different")] = "same",
     query_budget: Annotated[int | None, typer.Option(help="max edge queries (black-box)")] = None,
+    decoder: Annotated[str, typer.Option(help="inverse network: paper or auto")] = "paper",
+    attack_epochs: Annotated[int, typer.Option(help="decoder/shadow training epochs")] = 50,
     dataset: DatasetOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None, seed: SeedOpt = 0,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key=value")] = None,
@@ -124,7 +126,7 @@ def attack_cmd(
         victim=_victim(model, dataset, data_dir, epochs, checkpoint), split=split, attack=attack,
         profile=profile, protocol=protocol, n_eval=n_eval, attacker_data=attacker_data,
         attacker_samples=attacker_samples, other_dataset=other_dataset, shadow_arch=shadow_arch,
-        query_budget=query_budget, seed=seed, overrides=_parse_overrides(set_ or [])))
+        query_budget=query_budget, seed=seed, decoder=decoder, attack_epochs=attack_epochs, overrides=_parse_overrides(set_ or [])))
     dest = out or default_run_dir(Path("runs"), attack, Path(model).stem, split)
     run = run_attack(cfg, out=dest)
     _print_run(run)

@@ -54,6 +54,10 @@ class AttackConfig(Strict):
     other_dataset: str = "kmnist"
     shadow_arch: ShadowArch = "same"
     query_budget: int | None = Field(None, ge=1)
+    decoder: Literal["paper", "auto"] = "paper"
+    attack_epochs: int = Field(50, ge=1)  # decoder / shadow training (the authors: 50)
+    attack_batch_size: int = Field(128, ge=1)
+    surrogate_inversion: Literal["surrogate", "whitebox"] | None = None  # None: per attack
     protocol: Literal["paper", "random"] = "paper"
     n_eval: int = Field(100, ge=1)
     seed: int = 0

@@ -18,6 +18,7 @@ from torch import nn
 
 from splitleak.attacks.access import Access, InputSpec, QueryAccess, TailAccess, WhiteBoxAccess
 from splitleak.attacks.base import Reconstruction
+from splitleak.attacks.cache import ModuleCache
 from splitleak.attacks.factory import THREAT_MODELS, build_attack
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.data import ImageDataset, load_dataset
@@ -123,6 +124,13 @@ def attacker_samples(
     )
 
 
+def attack_cache(cfg: AttackConfig, victim: Victim) -> ModuleCache:
+    """Trained decoders and shadows are keyed by the victim checkpoint and the split point."""
+    target = {"victim": str(victim.checkpoint.name if victim.checkpoint else None),
+              "victim_fingerprint": victim.meta.get("data_fingerprint"), "split": cfg.split}
+    return ModuleCache((cfg.victim.cache_dir or default_cache_dir()) / "attacks", target)
+
+
 @dataclass
 class AttackRun:
     """What one attack run measured; ``directory`` is where it was written (if anywhere)."""
@@ -154,7 +162,10 @@ def run_attack(
     access = make_access(THREAT_MODELS[cfg.attack], split, victim.inputs,        # 5
                          tuple(z.shape[1:]), budget=cfg.query_budget)
     data = attacker_samples(cfg, victim=victim, eval_indices=eval_idx)            # 6
-    attack = build_attack(cfg, architecture=victim.architecture.name, progress=progress)
+    attack = build_attack(cfg, architecture=victim.architecture.name,
+                          structure=victim.architecture.build, image_shape=victim.test.shape,
+                          feature_shape=tuple(z.shape[1:]), progress=progress,
+                          cache=attack_cache(cfg, victim))
     started = time.perf_counter()
     attack.fit(access, data)                                                       # 7
     fitted = time.perf_counter()

@@ -66,7 +66,7 @@ def invert_features(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     every = max(steps // 100, 1)
     history: list[float] = []
-    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+    for step in tqdm(range(steps), desc=desc, disable=None if progress else True, leave=False):
         per_image = (forward(x) - z).pow(2).flatten(1).mean(1)
         objective = per_image + tv_weight * total_variation(x, beta=tv_beta)
         if l2_weight:

@@ -142,7 +142,7 @@ def _fetch(url: str, out: IO[bytes], *, progress: bool, timeout: float, label: s
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=label,
-                disable=not progress,
+                disable=None if progress else True,
                 leave=False,
             ) as bar:
                 while block := response.read(_CHUNK):

@@ -92,7 +92,7 @@ def train_classifier(
         model.train()
         order = torch.randperm(len(x), generator=generator)
         batches = range(0, len(x), config.batch_size)
-        bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{config.epochs}", disable=not progress,
+        bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{config.epochs}", disable=None if progress else True,
                    leave=False, unit="batch")
         total = 0.0
         for start in bar:

@@ -1,0 +1,49 @@
+"""Reuse trained attack models (decoders, shadow edges) across runs and sweeps.
+
+A learned module is stored as safetensors plus JSON metadata under a key that hashes
+everything that determines it (victim checkpoint, split point, attacker data, settings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from splitleak.models.checkpoint import META_FILE, load_checkpoint, save_checkpoint
+from splitleak.records import stable_hash, versions
+
+
+@dataclass(frozen=True)
+class ModuleCache:
+    """Where learned attack modules live, and the identity of the target they attack.
+
+    Attributes:
+        directory: cache folder; None disables caching.
+        target: what identifies the victim and split (checkpoint key, split point, ...).
+    """
+
+    directory: Path | None
+    target: dict[str, Any]
+
+    def get_or_train(
+        self, kind: str, module: nn.Module, settings: dict[str, Any],
+        train: Callable[[nn.Module], dict[str, Any]],
+    ) -> tuple[nn.Module, dict[str, Any], bool]:
+        """Load ``module``'s weights from the cache, or ``train`` it and store it.
+
+        Returns the module, its metadata and whether it was reused.
+        """
+        identity = {"kind": kind, "target": self.target, "settings": settings}
+        if self.directory is None:
+            return module, {**identity, **train(module)}, False
+        folder = self.directory / f"{kind}-{stable_hash(identity)}"
+        if (folder / META_FILE).is_file():
+            meta = load_checkpoint(folder, module, architecture=kind)
+            return module.eval(), meta, True
+        meta = {"architecture": kind, **identity, **train(module), "versions": versions()}
+        save_checkpoint(folder, module, meta)
+        return module, meta, False

@@ -1,0 +1,69 @@
+"""Query-free shadow-model attack: learn an f1 substitute through the frozen cloud part.
+
+Paper: Z. He, T. Zhang, R. B. Lee, "Model Inversion Attacks Against Collaborative
+Inference", ACSAC 2019, §6 (query-free attack, shadow model reconstruction).
+
+Threat model: the cloud cannot query f1 (:class:`TailAccess` — it only holds f2). It
+trains a shadow f1' so that the frozen f2 classifies its own labelled samples correctly
+through it (cross-entropy at f2's output; only f1' learns; the authors: 50 epochs, Adam
+lr 1e-3), then inverts f1' with rMLE (the authors: 500 steps, lr 0.1, λ_TV 2).
+
+Shapes: z (N, *feature_shape) -> Reconstruction.images (N, C, H, W) in [0, 1].
+
+Example::
+
+    attack = ShadowModelInversion(shadow=net, inversion={"steps": 500, "lr": 0.1, "tv_weight": 2})
+    x_hat = attack.fit(TailAccess(cloud, inputs=spec, feature_shape=(16, 8, 8)), samples)
+                  .reconstruct(z).images
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from splitleak.attacks.access import TailAccess, require
+from splitleak.attacks.fitting import fit_module
+from splitleak.attacks.surrogate import SurrogateInversion
+from splitleak.data.splits import AttackerSamples
+from splitleak.errors import SplitleakError
+
+
+class ShadowModelInversion(SurrogateInversion):
+    """Train a shadow edge through the frozen cloud, then invert it (see module docstring).
+
+    Hyperparameters: see :class:`~splitleak.attacks.surrogate.SurrogateInversion`.
+    """
+
+    name = "shadow"
+
+    def fit(self, access: TailAccess, data: AttackerSamples | None = None) -> ShadowModelInversion:
+        """Train the shadow so that f2(shadow(x)) predicts the attacker's labels."""
+        require(access, (TailAccess,), "the query-free shadow attack")
+        if data is None or data.labels is None:
+            raise SplitleakError("the query-free attack needs labelled attacker data; "
+                                 "noise samples have no labels (use another --attacker-data)")
+        x = access.inputs.normalization.normalize(data.pixels)
+
+        def train(module: nn.Module) -> dict[str, Any]:
+            history = fit_module(module, x, data.labels, loss_fn=F.cross_entropy,
+                                 head=access.cloud, epochs=self.epochs, lr=self.lr,
+                                 halve_every=self.halve_every, batch_size=self.batch_size,
+                                 seed=self.seed, progress=self.progress, desc="shadow (via f2)")
+            return {"loss_history": history, "train_accuracy": self._accuracy(module, access, x, data)}
+
+        self._train_shadow("shadow", data, access.inputs, access.feature_shape, train)
+        return self
+
+    @staticmethod
+    @torch.no_grad()
+    def _accuracy(module: nn.Module, access: TailAccess, x: torch.Tensor,
+                  data: AttackerSamples) -> float:
+        module.eval()
+        assert data.labels is not None
+        hits = sum(int((access.cloud(module(x[i:i + 1000])).argmax(1) == data.labels[i:i + 1000]).sum())
+                   for i in range(0, len(x), 1000))
+        return hits / max(len(x), 1)
