@@ -17,13 +17,19 @@ RESULTS = Path(__file__).parent / "results"
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--data-dir", type=Path, default=Path(__file__).parents[2] / "shared" / "datasets",
-                        help="folder with mnist/, kmnist/, cifar-10-batches-py/")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(__file__).parents[2] / "shared" / "datasets",
+        help="folder with mnist/, kmnist/, cifar-10-batches-py/",
+    )
     parser.add_argument("--epochs", type=int, default=20, help="victim training epochs")
     parser.add_argument("--protocols", default="paper,random", help="paper and/or random")
     parser.add_argument("--n-eval", type=int, default=100, help="images for the random protocol")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="results JSON (default results/<name>.json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results JSON (default results/<name>.json)"
+    )
     return parser
 
 
@@ -37,14 +43,27 @@ def cell(measured: dict[str, Any], published: tuple[float, float] | None) -> str
     return text
 
 
-def save_results(name: str, rows: list[dict[str, Any]], args: argparse.Namespace,
-                 started: float, out: Path | None = None) -> Path:
+def save_results(
+    name: str,
+    rows: list[dict[str, Any]],
+    args: argparse.Namespace,
+    started: float,
+    out: Path | None = None,
+) -> Path:
     dest = out or RESULTS / f"{name}.json"
-    write_json(dest, {
-        "benchmark": name, "date": date.today().isoformat(), "machine": platform.machine(),
-        "processor": platform.processor(), "wall_s": round(time.perf_counter() - started, 1),
-        "args": {k: str(v) for k, v in vars(args).items()}, "versions": versions(), "rows": rows,
-    })
+    write_json(
+        dest,
+        {
+            "benchmark": name,
+            "date": date.today().isoformat(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "wall_s": round(time.perf_counter() - started, 1),
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "versions": versions(),
+            "rows": rows,
+        },
+    )
     return dest
 
 

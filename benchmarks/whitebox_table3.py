@@ -28,27 +28,46 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override every profile's steps")
     args = parser.parse_args()
     started = time.perf_counter()
-    victim_cfg = VictimConfig(model=args.model, data_dir=args.data_dir,
-                              train=TrainSettings(epochs=args.epochs))
+    victim_cfg = VictimConfig(
+        model=args.model, data_dir=args.data_dir, train=TrainSettings(epochs=args.epochs)
+    )
     victim = load_victim(victim_cfg)
-    print(f"victim {args.model}: test accuracy {victim.meta['test_accuracy']:.4f} "
-          f"({victim.meta['epochs']} epochs, checkpoint {victim.checkpoint})")
+    print(
+        f"victim {args.model}: test accuracy {victim.meta['test_accuracy']:.4f} "
+        f"({victim.meta['epochs']} epochs, checkpoint {victim.checkpoint})"
+    )
     rows = []
     splits = args.splits.split(",") if args.splits else SPLITS[args.model]
     for protocol in args.protocols.split(","):
         for profile in args.profiles.split(","):
             for split in splits:
                 overrides = {"steps": args.steps} if args.steps else {}
-                cfg = AttackConfig(victim=victim_cfg, split=split, profile=profile,
-                                   protocol=protocol, n_eval=args.n_eval, seed=args.seed,
-                                   overrides=overrides)
+                cfg = AttackConfig(
+                    victim=victim_cfg,
+                    split=split,
+                    profile=profile,
+                    protocol=protocol,
+                    n_eval=args.n_eval,
+                    seed=args.seed,
+                    overrides=overrides,
+                )
                 run = run_attack(cfg, victim=victim, progress=False)
-                rows.append({"protocol": protocol, "profile": profile, "split": split,
-                             "summary": run.summary, "seconds": run.timings["reconstruct_s"],
-                             "published": WHITEBOX.get((args.model, split)),
-                             "cell": cell(run.summary, WHITEBOX.get((args.model, split)))})
-                print(f"{protocol:6s} {profile:12s} {split:7s} {rows[-1]['cell']}  "
-                      f"[{rows[-1]['seconds']:.1f} s]", flush=True)
+                rows.append(
+                    {
+                        "protocol": protocol,
+                        "profile": profile,
+                        "split": split,
+                        "summary": run.summary,
+                        "seconds": run.timings["reconstruct_s"],
+                        "published": WHITEBOX.get((args.model, split)),
+                        "cell": cell(run.summary, WHITEBOX.get((args.model, split))),
+                    }
+                )
+                print(
+                    f"{protocol:6s} {profile:12s} {split:7s} {rows[-1]['cell']}  "
+                    f"[{rows[-1]['seconds']:.1f} s]",
+                    flush=True,
+                )
     dest = save_results(f"table3_{args.model}", rows, args, started)
     print_markdown(rows, ["protocol", "profile", "split", "cell", "seconds"])
     print(f"accuracy {victim.meta['test_accuracy']:.4f}; results in {dest}")

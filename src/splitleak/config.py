@@ -28,6 +28,7 @@ class TrainSettings(Strict):
     lr: float = Field(1e-3, gt=0)
     max_train_images: int | None = Field(None, ge=1)
     augment: bool | None = None  # None: on for CIFAR-10, off otherwise
+    seed: int = 0  # the victim's own seed, separate from the attack's (checkpoints are reused)
 
 
 class VictimConfig(Strict):
@@ -58,6 +59,8 @@ class AttackConfig(Strict):
     attack_epochs: int = Field(50, ge=1)  # decoder / shadow training (the authors: 50)
     attack_batch_size: int = Field(128, ge=1)
     surrogate_inversion: Literal["surrogate", "whitebox"] | None = None  # None: per attack
+    defenses: tuple[str, ...] = ()  # "family:input|features:level[:relative|:rescale]"
+    adaptive: bool = False  # the attacker knows the defense (queries / inverts through it)
     protocol: Literal["paper", "random"] = "paper"
     n_eval: int = Field(100, ge=1)
     seed: int = 0

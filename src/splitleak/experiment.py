@@ -23,13 +23,14 @@ from splitleak.attacks.factory import THREAT_MODELS, build_attack
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.data import ImageDataset, load_dataset
 from splitleak.data.splits import AttackerSamples, draw_attacker_samples
+from splitleak.defenses import DefendedEdge, parse_defense
 from splitleak.errors import CheckpointError
 from splitleak.evaluation import evaluation_indices
 from splitleak.metrics import PSNR_CAP, image_metrics, summarize
 from splitleak.models import Architecture, SplitModel, split_model
 from splitleak.models.checkpoint import load_checkpoint
 from splitleak.models.train import TrainConfig, train_or_load
-from splitleak.models.zoo import resolve_architecture
+from splitleak.models.zoo import default_dataset, resolve_architecture
 from splitleak.records import versions
 from splitleak.report.grids import save_image_grid
 from splitleak.runs import write_run
@@ -62,13 +63,8 @@ def default_cache_dir() -> Path:
 
 
 def load_victim(cfg: VictimConfig, *, progress: bool = True) -> Victim:
-    """Steps 1: the victim network, trained with the authors' recipe or loaded."""
-    from splitleak.models.user import is_user_model
-    from splitleak.models.zoo import ARCHITECTURES
-
-    dataset = cfg.dataset or (
-        ARCHITECTURES[cfg.model].dataset if not is_user_model(cfg.model) and cfg.model in ARCHITECTURES else "mnist"
-    )
+    """Step 1: the victim network, trained with the authors' recipe or loaded."""
+    dataset = cfg.dataset or default_dataset(cfg.model)  # unknown names fail before any I/O
     train = load_dataset(dataset, "train", root=cfg.data_dir)
     test = load_dataset(dataset, "test", root=cfg.data_dir)
     arch = resolve_architecture(cfg.model, dataset=dataset, input_shape=test.shape)
@@ -82,8 +78,13 @@ def load_victim(cfg: VictimConfig, *, progress: bool = True) -> Victim:
         meta = load_checkpoint(cfg.checkpoint, model, architecture=arch.name)
         return Victim(arch, model.eval(), train, test, meta, cfg.checkpoint)
     trained = train_or_load(
-        architecture=arch.name, model=model, normalization=arch.normalization, train=train,
-        test=test, config=train_config(cfg.train, dataset=dataset), progress=progress,
+        architecture=arch.name,
+        model=model,
+        normalization=arch.normalization,
+        train=train,
+        test=test,
+        config=train_config(cfg.train, dataset=dataset, seed=cfg.train.seed),
+        progress=progress,
         cache_dir=(cfg.cache_dir or default_cache_dir()) / "models",
     )
     return Victim(arch, trained.model, train, test, trained.meta, trained.directory)
@@ -91,20 +92,41 @@ def load_victim(cfg: VictimConfig, *, progress: bool = True) -> Victim:
 
 def train_config(settings: TrainSettings, *, dataset: str, seed: int = 0) -> TrainConfig:
     augment = settings.augment if settings.augment is not None else dataset == "cifar10"
-    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
-                       augment=augment, max_train_images=settings.max_train_images, seed=seed)
+    return TrainConfig(
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        augment=augment,
+        max_train_images=settings.max_train_images,
+        seed=seed,
+    )
 
 
 def make_access(
-    kind: str, split: SplitModel, inputs: InputSpec, feature_shape: tuple[int, ...],
-    *, budget: int | None = None,
+    kind: str,
+    split: SplitModel,
+    inputs: InputSpec,
+    feature_shape: tuple[int, ...],
+    *,
+    budget: int | None = None,
+    edge: nn.Module | None = None,
 ) -> Access:
-    """Step 5: the access object for a threat model — never the split model itself."""
+    """Step 5: the access object for a threat model — never the split model itself.
+
+    ``edge`` replaces the split's edge part, e.g. by a :class:`DefendedEdge` when the
+    attacker knows the defense (white-box) or its queries pass through it (black-box).
+    """
+    edge = edge if edge is not None else split.edge
     if kind == "white-box":
-        return WhiteBoxAccess(split.edge, inputs=inputs, feature_shape=feature_shape)
+        return WhiteBoxAccess(edge, inputs=inputs, feature_shape=feature_shape)
     if kind == "black-box":
-        return QueryAccess(split.edge, inputs=inputs, feature_shape=feature_shape, budget=budget)
+        return QueryAccess(edge, inputs=inputs, feature_shape=feature_shape, budget=budget)
     return TailAccess(split.cloud, inputs=inputs, feature_shape=feature_shape)
+
+
+def defended_edge(cfg: AttackConfig, split: SplitModel) -> DefendedEdge:
+    """The edge with the configured defenses (no defenses: the identity wrapper)."""
+    return DefendedEdge(split.edge, [parse_defense(d) for d in cfg.defenses], seed=cfg.seed)
 
 
 def attacker_samples(
@@ -118,16 +140,25 @@ def attacker_samples(
         other = load_dataset(cfg.other_dataset, "test", root=cfg.victim.data_dir)
     n_train = victim.meta.get("train_images", len(victim.train))
     return draw_attacker_samples(
-        kind=cfg.attacker_data, train=victim.train, test=victim.test, other=other,
-        eval_indices=eval_indices, train_indices=torch.arange(int(n_train)),
-        n=cfg.attacker_samples, seed=cfg.seed,
+        kind=cfg.attacker_data,
+        train=victim.train,
+        test=victim.test,
+        other=other,
+        eval_indices=eval_indices,
+        train_indices=torch.arange(int(n_train)),
+        n=cfg.attacker_samples,
+        seed=cfg.seed,
     )
 
 
 def attack_cache(cfg: AttackConfig, victim: Victim) -> ModuleCache:
     """Trained decoders and shadows are keyed by the victim checkpoint and the split point."""
-    target = {"victim": str(victim.checkpoint.name if victim.checkpoint else None),
-              "victim_fingerprint": victim.meta.get("data_fingerprint"), "split": cfg.split}
+    target = {
+        "victim": str(victim.checkpoint.name if victim.checkpoint else None),
+        "victim_fingerprint": victim.meta.get("data_fingerprint"),
+        "split": cfg.split,
+        "oracle_defenses": list(cfg.defenses) if cfg.adaptive else [],
+    }
     return ModuleCache((cfg.victim.cache_dir or default_cache_dir()) / "attacks", target)
 
 
@@ -147,62 +178,106 @@ class AttackRun:
 
 
 def run_attack(
-    cfg: AttackConfig, *, out: Path | None = None, victim: Victim | None = None,
+    cfg: AttackConfig,
+    *,
+    out: Path | None = None,
+    victim: Victim | None = None,
     progress: bool = True,
 ) -> AttackRun:
     """Run one attack end to end and (if ``out``) write its run directory."""
     torch.manual_seed(cfg.seed)
-    victim = victim or load_victim(cfg.victim, progress=progress)                 # 1
-    eval_idx = evaluation_indices(victim.test.labels, protocol=cfg.protocol,       # 2
-                                  n=cfg.n_eval, seed=cfg.seed)
-    split = split_model(victim.model, at=cfg.split)                                # 3
+    victim = victim or load_victim(cfg.victim, progress=progress)  # 1
+    eval_idx = evaluation_indices(
+        victim.test.labels,
+        protocol=cfg.protocol,  # 2
+        n=cfg.n_eval,
+        seed=cfg.seed,
+    )
+    split = split_model(victim.model, at=cfg.split)  # 3
     pixels = victim.test.subset(eval_idx).to_float()
+    observed = defended_edge(cfg, split)
     with torch.no_grad():
-        z = split.edge(victim.architecture.normalization.normalize(pixels))        # 4
-    access = make_access(THREAT_MODELS[cfg.attack], split, victim.inputs,        # 5
-                         tuple(z.shape[1:]), budget=cfg.query_budget)
-    data = attacker_samples(cfg, victim=victim, eval_indices=eval_idx)            # 6
-    attack = build_attack(cfg, architecture=victim.architecture.name,
-                          structure=victim.architecture.build, image_shape=victim.test.shape,
-                          feature_shape=tuple(z.shape[1:]), progress=progress,
-                          cache=attack_cache(cfg, victim))
+        z = observed(victim.architecture.normalization.normalize(pixels))  # 4
+    access = make_access(
+        THREAT_MODELS[cfg.attack],
+        split,
+        victim.inputs,  # 5
+        tuple(z.shape[1:]),
+        budget=cfg.query_budget,
+        edge=observed.reseed(cfg.seed + 1) if cfg.adaptive else None,
+    )
+    data = attacker_samples(cfg, victim=victim, eval_indices=eval_idx)  # 6
+    attack = build_attack(
+        cfg,
+        architecture=victim.architecture.name,
+        structure=victim.architecture.build,
+        image_shape=victim.test.shape,
+        feature_shape=tuple(z.shape[1:]),
+        progress=progress,
+        cache=attack_cache(cfg, victim),
+    )
     started = time.perf_counter()
-    attack.fit(access, data)                                                       # 7
+    attack.fit(access, data)  # 7
     fitted = time.perf_counter()
-    rec = attack.reconstruct(z)                                                    # 8
+    rec = attack.reconstruct(z)  # 8
     done = time.perf_counter()
-    scores = image_metrics(rec.images, pixels)                                     # 9
+    scores = image_metrics(rec.images, pixels)  # 9
     run = AttackRun(
         config=cfg,
-        summary={"psnr": summarize(scores["psnr"], cap=PSNR_CAP).as_dict(),
-                 "ssim": summarize(scores["ssim"]).as_dict()},
-        per_image={"index": eval_idx.tolist(), **{k: v.tolist() for k, v in scores.items()}},
-        reference=pixels, reconstruction=rec,
+        summary={
+            "psnr": summarize(scores["psnr"], cap=PSNR_CAP).as_dict(),
+            "ssim": summarize(scores["ssim"]).as_dict(),
+        },
+        per_image={
+            "index": eval_idx.tolist(),
+            "psnr": scores["psnr"].clamp(max=PSNR_CAP).tolist(),
+            "ssim": scores["ssim"].tolist(),
+        },
+        reference=pixels,
+        reconstruction=rec,
         timings={"fit_s": round(fitted - started, 3), "reconstruct_s": round(done - fitted, 3)},
         queries_used=access.queries_used,
-        provenance={"seed": cfg.seed, "versions": versions(),
-                    "checkpoint": str(victim.checkpoint), "victim_test_accuracy":
-                    victim.meta.get("test_accuracy"), "attack_hyperparameters":
-                    attack.hyperparameters(), "attacker_data": data.describe() if data else None,
-                    "reconstruction_info": {k: v for k, v in rec.info.items()
-                                            if k != "objective_trace"}},
+        provenance={
+            "seed": cfg.seed,
+            "versions": versions(),
+            "checkpoint": str(victim.checkpoint),
+            "victim_test_accuracy": victim.meta.get("test_accuracy"),
+            "attack_hyperparameters": attack.hyperparameters(),
+            "attacker_data": data.describe() if data else None,
+            "reconstruction_info": {k: v for k, v in rec.info.items() if k != "objective_trace"},
+        },
     )
     if out is not None:
-        run.directory = write_attack_run(out, run)                                # 10
+        run.directory = write_attack_run(out, run)  # 10
     return run
 
 
 def write_attack_run(dest: Path, run: AttackRun) -> Path:
     """Write a run directory: config, metrics, provenance and the image grid."""
-    metrics = {"summary": run.summary, "per_image": run.per_image, "timings": run.timings,
-               "queries_used": run.queries_used}
+    metrics = {
+        "summary": run.summary,
+        "per_image": run.per_image,
+        "timings": run.timings,
+        "queries_used": run.queries_used,
+    }
     captions = [[], [f"{p:.1f} dB" for p in run.per_image["psnr"]]]
 
     def grid(tmp: Path) -> None:
-        save_image_grid([("input", run.reference),
-                         (f"{run.config.attack}\n{run.config.split}", run.reconstruction.images)],
-                        tmp / "grid.png", captions=captions)
+        save_image_grid(
+            [
+                ("input", run.reference),
+                (f"{run.config.attack}\n{run.config.split}", run.reconstruction.images),
+            ],
+            tmp / "grid.png",
+            captions=captions,
+        )
 
-    return write_run(dest, {"config.json": run.config.model_dump(mode="json"),
-                            "metrics.json": metrics, "provenance.json": run.provenance},
-                     extra=grid)
+    return write_run(
+        dest,
+        {
+            "config.json": run.config.model_dump(mode="json"),
+            "metrics.json": metrics,
+            "provenance.json": run.provenance,
+        },
+        extra=grid,
+    )

@@ -81,17 +81,19 @@ class Summary:
     """Mean with a two-sided 95 % Student-t confidence interval (half-width ``ci95``)."""
 
     mean: float
-    ci95: float
+    ci95: float | None  # None for fewer than two values
     n: int
 
     def __str__(self) -> str:
-        return f"{self.mean:.4g} ± {self.ci95:.2g}" if self.n > 1 else f"{self.mean:.4g}"
+        return f"{self.mean:.4g} ± {self.ci95:.2g}" if self.ci95 is not None else f"{self.mean:.4g}"
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
         return {"mean": self.mean, "ci95": self.ci95, "n": self.n}
 
 
-def summarize(values: torch.Tensor | np.ndarray | list[float], *, cap: float | None = None) -> Summary:
+def summarize(
+    values: torch.Tensor | np.ndarray | list[float], *, cap: float | None = None
+) -> Summary:
     """Mean and 95 % confidence half-width of ``values`` (optionally capped, e.g. PSNR)."""
     arr = np.asarray(values, dtype=np.float64)
     if cap is not None:
@@ -101,7 +103,7 @@ def summarize(values: torch.Tensor | np.ndarray | list[float], *, cap: float | N
         raise InputError("cannot summarise an empty set of values")
     mean = float(arr.mean())
     if n < 2:
-        return Summary(mean=mean, ci95=float("nan"), n=n)
+        return Summary(mean=mean, ci95=None, n=n)
     half = float(stats.t.ppf(0.975, n - 1) * arr.std(ddof=1) / np.sqrt(n))
     return Summary(mean=mean, ci95=half, n=n)
 

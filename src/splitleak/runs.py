@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,13 @@ from splitleak.records import write_json
 
 
 def default_run_dir(root: Path, *parts: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return root / "-".join([*parts, stamp])
 
 
-def write_run(dest: Path, files: dict[str, Any], *, extra: Callable[[Path], None] | None = None) -> Path:
+def write_run(
+    dest: Path, files: dict[str, Any], *, extra: Callable[[Path], None] | None = None
+) -> Path:
     """Write JSON ``files`` (name -> object) and whatever ``extra`` writes, then publish ``dest``.
 
     Raises:

@@ -84,7 +84,9 @@ class QueryAccess:
     def query(self, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
         """Features of normalised inputs ``x``.  Shapes: (N, C, H, W) -> (N, *feature_shape)."""
         if x.dim() != 4 or tuple(x.shape[1:]) != self.inputs.shape:
-            raise InputError(f"queries must have shape (N, {self.inputs.shape}), got {tuple(x.shape)}")
+            raise InputError(
+                f"queries must have shape (N, {self.inputs.shape}), got {tuple(x.shape)}"
+            )
         if self.budget is not None and self.queries_used + len(x) > self.budget:
             raise QueryBudgetExceeded(
                 f"query budget of {self.budget} exceeded ({self.queries_used} used, "

@@ -41,7 +41,8 @@ def check_features(z: torch.Tensor, feature_shape: tuple[int, ...]) -> None:
 
     if tuple(z.shape[1:]) != tuple(feature_shape):
         raise InputError(
-            f"features have shape {tuple(z.shape)}, expected (N, {', '.join(map(str, feature_shape))})"
+            f"features have shape {tuple(z.shape)}, expected (N, "
+            f"{', '.join(map(str, feature_shape))})"
             " — were they taken at another split point?"
         )
     if not torch.isfinite(z).all():

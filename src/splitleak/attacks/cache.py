@@ -30,7 +30,10 @@ class ModuleCache:
     target: dict[str, Any]
 
     def get_or_train(
-        self, kind: str, module: nn.Module, settings: dict[str, Any],
+        self,
+        kind: str,
+        module: nn.Module,
+        settings: dict[str, Any],
         train: Callable[[nn.Module], dict[str, Any]],
     ) -> tuple[nn.Module, dict[str, Any], bool]:
         """Load ``module``'s weights from the cache, or ``train`` it and store it.

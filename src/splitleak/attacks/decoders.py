@@ -22,7 +22,8 @@ def _paper_mnist_conv1() -> nn.Module:
 def _paper_mnist_relu2() -> nn.Module:
     # (N, 16, 8, 8) -> (N, 8, 12, 12) -> (N, 1, 28, 28)
     return nn.Sequential(
-        nn.ConvTranspose2d(16, 8, kernel_size=5), nn.ReLU(),
+        nn.ConvTranspose2d(16, 8, kernel_size=5),
+        nn.ReLU(),
         nn.ConvTranspose2d(8, 1, kernel_size=5, stride=2, output_padding=1),
     )
 
@@ -43,8 +44,9 @@ def _paper_cifar_relu22() -> nn.Module:
 
 def _paper_cifar_relu32() -> nn.Module:
     # (N, 128, 8, 8) -> (N, 128, 16, 16) -> (N, 64, 32, 32) -> (N, 3, 32, 32)
-    return nn.Sequential(_up(128, 128), nn.ReLU(), _up(128, 64), nn.ReLU(),
-                         nn.ConvTranspose2d(64, 3, 3, padding=1))
+    return nn.Sequential(
+        _up(128, 128), nn.ReLU(), _up(128, 64), nn.ReLU(), nn.ConvTranspose2d(64, 3, 3, padding=1)
+    )
 
 
 PAPER_DECODERS: dict[tuple[str, str], Callable[[], nn.Module]] = {
@@ -62,8 +64,11 @@ class _Resize(nn.Module):
         self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if tuple(x.shape[-2:]) == self.size else F.interpolate(
-            x, size=self.size, mode="bilinear", align_corners=False)
+        return (
+            x
+            if tuple(x.shape[-2:]) == self.size
+            else F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        )
 
 
 def auto_decoder(feature_shape: tuple[int, ...], image_shape: tuple[int, int, int]) -> nn.Module:
@@ -77,8 +82,13 @@ def auto_decoder(feature_shape: tuple[int, ...], image_shape: tuple[int, int, in
     c_img, h_img, w_img = image_shape
     if len(feature_shape) == 1:
         h0, w0 = max(h_img // 4, 1), max(w_img // 4, 1)
-        mlp = nn.Sequential(nn.Linear(feature_shape[0], 1024), nn.ReLU(),
-                            nn.Linear(1024, 64 * h0 * w0), nn.ReLU(), nn.Unflatten(1, (64, h0, w0)))
+        mlp = nn.Sequential(
+            nn.Linear(feature_shape[0], 1024),
+            nn.ReLU(),
+            nn.Linear(1024, 64 * h0 * w0),
+            nn.ReLU(),
+            nn.Unflatten(1, (64, h0, w0)),
+        )
         return nn.Sequential(mlp, auto_decoder((64, h0, w0), image_shape))
     if len(feature_shape) != 3:
         raise ValueError(f"cannot build a decoder for features of shape {feature_shape}")
@@ -93,7 +103,11 @@ def auto_decoder(feature_shape: tuple[int, ...], image_shape: tuple[int, int, in
 
 
 def build_decoder(
-    kind: str, *, architecture: str, split: str, feature_shape: tuple[int, ...],
+    kind: str,
+    *,
+    architecture: str,
+    split: str,
+    feature_shape: tuple[int, ...],
     image_shape: tuple[int, int, int],
 ) -> nn.Module:
     """``paper`` (the authors' decoder where one exists, else automatic) or ``auto``."""

@@ -28,7 +28,9 @@ THREAT_MODELS: dict[str, str] = {
 
 def inversion_settings(cfg: AttackConfig, *, architecture: str, table: str) -> dict[str, Any]:
     """rMLE settings: the profile's preset (``whitebox`` or ``surrogate`` table) + overrides."""
-    settings = presets.resolve(cfg.profile, architecture=architecture, split=cfg.split, attack=table)
+    settings = presets.resolve(
+        cfg.profile, architecture=architecture, split=cfg.split, attack=table
+    )
     settings.update(cfg.overrides)
     try:
         WhiteBoxInversion(**settings)
@@ -38,9 +40,14 @@ def inversion_settings(cfg: AttackConfig, *, architecture: str, table: str) -> d
 
 
 def build_attack(
-    cfg: AttackConfig, *, architecture: str, structure: Callable[[], nn.Module],
-    image_shape: tuple[int, int, int], feature_shape: tuple[int, ...],
-    cache: ModuleCache | None = None, progress: bool = False,
+    cfg: AttackConfig,
+    *,
+    architecture: str,
+    structure: Callable[[], nn.Module],
+    image_shape: tuple[int, int, int],
+    feature_shape: tuple[int, ...],
+    cache: ModuleCache | None = None,
+    progress: bool = False,
 ) -> Any:
     """Instantiate the configured attack (hyperparameters only; fitting comes later).
 
@@ -49,18 +56,33 @@ def build_attack(
             ``same`` shadows, whose threat model grants knowledge of f1's structure.
     """
     if cfg.attack == "whitebox":
-        return WhiteBoxInversion(**inversion_settings(cfg, architecture=architecture,
-                                                      table="whitebox"), progress=progress)
-    common = {"epochs": cfg.attack_epochs, "batch_size": cfg.attack_batch_size,
-              "cache": cache, "seed": cfg.seed, "progress": progress}
+        return WhiteBoxInversion(
+            **inversion_settings(cfg, architecture=architecture, table="whitebox"),
+            progress=progress,
+        )
+    common: dict[str, Any] = {
+        "epochs": cfg.attack_epochs,
+        "batch_size": cfg.attack_batch_size,
+        "cache": cache,
+        "seed": cfg.seed,
+        "progress": progress,
+    }
     if cfg.attack == "inverse-network":
-        return InverseNetwork(decoder=cfg.decoder, architecture=architecture, split=cfg.split,
-                              **common)
-    shadow = build_shadow(cfg.shadow_arch, architecture=architecture, split=cfg.split,
-                          structure=structure, image_shape=image_shape,
-                          feature_shape=feature_shape, seed=cfg.seed)
+        return InverseNetwork(
+            decoder=cfg.decoder, architecture=architecture, split=cfg.split, **common
+        )
+    shadow = build_shadow(
+        cfg.shadow_arch,
+        architecture=architecture,
+        split=cfg.split,
+        structure=structure,
+        image_shape=image_shape,
+        feature_shape=feature_shape,
+        seed=cfg.seed,
+    )
     default_table = "whitebox" if cfg.attack == "model-reconstruction" else "surrogate"
-    inversion = inversion_settings(cfg, architecture=architecture,
-                                   table=cfg.surrogate_inversion or default_table)
+    inversion = inversion_settings(
+        cfg, architecture=architecture, table=cfg.surrogate_inversion or default_table
+    )
     cls = ModelReconstruction if cfg.attack == "model-reconstruction" else ShadowModelInversion
     return cls(shadow=shadow, shadow_kind=cfg.shadow_arch, inversion=inversion, **common)

@@ -40,7 +40,9 @@ def fit_module(
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(halve_every, 1), gamma=0.5)
     history: list[float] = []
-    bar = tqdm(range(epochs), desc=desc, disable=None if progress else True, leave=False, unit="epoch")
+    bar = tqdm(
+        range(epochs), desc=desc, disable=None if progress else True, leave=False, unit="epoch"
+    )
     for _ in bar:
         module.train()
         order = torch.randperm(len(inputs), generator=generator)

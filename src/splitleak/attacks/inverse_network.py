@@ -49,9 +49,18 @@ class InverseNetwork:
     name = "inverse-network"
 
     def __init__(
-        self, *, decoder: str = "paper", epochs: int = 50, lr: float = 1e-3,
-        halve_every: int = 10, batch_size: int = 128, architecture: str = "", split: str = "",
-        cache: ModuleCache | None = None, seed: int = 0, progress: bool = False,
+        self,
+        *,
+        decoder: str = "paper",
+        epochs: int = 50,
+        lr: float = 1e-3,
+        halve_every: int = 10,
+        batch_size: int = 128,
+        architecture: str = "",
+        split: str = "",
+        cache: ModuleCache | None = None,
+        seed: int = 0,
+        progress: bool = False,
     ) -> None:
         self.decoder, self.epochs, self.lr = decoder, epochs, lr
         self.halve_every, self.batch_size = halve_every, batch_size
@@ -65,21 +74,36 @@ class InverseNetwork:
             raise ValueError("the inverse-network attack needs attacker samples")
         self.inputs_, self.feature_shape_ = access.inputs, access.feature_shape
         torch.manual_seed(self.seed)
-        decoder = build_decoder(self.decoder, architecture=self.architecture, split=self.split,
-                                feature_shape=access.feature_shape, image_shape=access.inputs.shape)
+        decoder = build_decoder(
+            self.decoder,
+            architecture=self.architecture,
+            split=self.split,
+            feature_shape=access.feature_shape,
+            image_shape=access.inputs.shape,
+        )
         x = access.inputs.normalization.normalize(data.pixels)
 
         def train(module: torch.nn.Module) -> dict[str, Any]:
             z = access.query(x)  # features computed once, reused every epoch
-            history = fit_module(module, z, x, loss_fn=F.mse_loss, epochs=self.epochs,
-                                 lr=self.lr, halve_every=self.halve_every,
-                                 batch_size=self.batch_size, seed=self.seed,
-                                 progress=self.progress, desc="inverse network")
+            history = fit_module(
+                module,
+                z,
+                x,
+                loss_fn=F.mse_loss,
+                epochs=self.epochs,
+                lr=self.lr,
+                halve_every=self.halve_every,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                progress=self.progress,
+                desc="inverse network",
+            )
             return {"loss_history": history}
 
         cache = self.cache or ModuleCache(None, {})
         self.decoder_, self.meta_, self.reused_ = cache.get_or_train(
-            "decoder", decoder, {**self.hyperparameters(), "data": data.describe()}, train)
+            "decoder", decoder, {**self.hyperparameters(), "data": data.describe()}, train
+        )
         return self
 
     @torch.no_grad()
@@ -87,11 +111,18 @@ class InverseNetwork:
         """One forward pass of the decoder."""
         check_features(z, self.feature_shape_)
         x = self.decoder_(z)
-        info = {"decoder_reused": self.reused_,
-                "final_train_loss": (self.meta_.get("loss_history") or [None])[-1]}
+        info = {
+            "decoder_reused": self.reused_,
+            "final_train_loss": (self.meta_.get("loss_history") or [None])[-1],
+        }
         return Reconstruction(images=self.inputs_.normalization.denormalize(x), x=x, info=info)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"decoder": self.decoder, "epochs": self.epochs, "lr": self.lr,
-                "halve_every": self.halve_every, "batch_size": self.batch_size,
-                "seed": self.seed}
+        return {
+            "decoder": self.decoder,
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "halve_every": self.halve_every,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }

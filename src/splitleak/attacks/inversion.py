@@ -50,6 +50,7 @@ def invert_features(
     l2_weight: float = 0.0,
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     cosine: bool = False,
+    mask: torch.Tensor | None = None,
     progress: bool = False,
     desc: str = "invert",
 ) -> InversionResult:
@@ -57,7 +58,9 @@ def invert_features(
 
     The whole batch is optimised at once with Adam; each image's objective is independent
     of the others. ``bounds`` (low, high), if given, projects x back into the valid pixel
-    range after every step. ``cosine`` anneals the learning rate to zero.
+    range after every step. ``cosine`` anneals the learning rate to zero. ``mask`` (same
+    shape as z, 0/1) restricts the feature error to the entries it marks — the attack on
+    feature dropout uses it to ignore the dropped entries.
 
     Shapes: z (N, *F), x0 (N, C, H, W) -> result.x (N, C, H, W).
     """
@@ -67,7 +70,7 @@ def invert_features(
     every = max(steps // 100, 1)
     history: list[float] = []
     for step in tqdm(range(steps), desc=desc, disable=None if progress else True, leave=False):
-        per_image = (forward(x) - z).pow(2).flatten(1).mean(1)
+        per_image = _feature_error(forward(x), z, mask)
         objective = per_image + tv_weight * total_variation(x, beta=tv_beta)
         if l2_weight:
             objective = objective + l2_weight * x.pow(2).flatten(1).mean(1)
@@ -82,9 +85,18 @@ def invert_features(
         if step % every == 0 or step == steps - 1:
             history.append(float(objective.detach().mean()))
     with torch.no_grad():
-        final = (forward(x) - z).pow(2).flatten(1).mean(1)
-    return InversionResult(x=x.detach(), feature_loss=final, history=history,
-                           converged=_converged(history))
+        final = _feature_error(forward(x), z, mask)
+    return InversionResult(
+        x=x.detach(), feature_loss=final, history=history, converged=_converged(history)
+    )
+
+
+def _feature_error(out: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    # Per-image mean squared error, over the entries ``mask`` keeps (all if None).
+    sq = (out - z).pow(2)
+    if mask is None:
+        return sq.flatten(1).mean(1)
+    return (sq * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 
 def _converged(history: list[float]) -> bool:
@@ -94,4 +106,6 @@ def _converged(history: list[float]) -> bool:
     start, end = tail[0], tail[-1]
     if not (math.isfinite(start) and math.isfinite(end)):
         return False
+    if end <= 1e-8 * max(abs(history[0]), 1e-12):  # solved to numerical precision
+        return True
     return (start - end) <= 0.01 * max(abs(start), 1e-12)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -47,10 +46,19 @@ class ModelReconstruction(SurrogateInversion):
 
         def train(module: nn.Module) -> dict[str, Any]:
             z = access.query(x)
-            history = fit_module(module, x, z, loss_fn=F.mse_loss, epochs=self.epochs,
-                                 lr=self.lr, halve_every=self.halve_every,
-                                 batch_size=self.batch_size, seed=self.seed,
-                                 progress=self.progress, desc="shadow (imitate f1)")
+            history = fit_module(
+                module,
+                x,
+                z,
+                loss_fn=F.mse_loss,
+                epochs=self.epochs,
+                lr=self.lr,
+                halve_every=self.halve_every,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                progress=self.progress,
+                desc="shadow (imitate f1)",
+            )
             return {"loss_history": history}
 
         self._train_shadow("imitation", data, access.inputs, access.feature_shape, train)

@@ -32,7 +32,9 @@ def _table(attack: str, profile: str) -> dict[str, Any]:
     return table[profile]
 
 
-def resolve(profile: str, *, architecture: str, split: str, attack: str = "whitebox") -> dict[str, Any]:
+def resolve(
+    profile: str, *, architecture: str, split: str, attack: str = "whitebox"
+) -> dict[str, Any]:
     """Hyperparameters for ``attack`` under ``profile`` at ``architecture``'s ``split`` point."""
     table = _table(attack, profile)
     settings = dict(table.get("defaults", {}))

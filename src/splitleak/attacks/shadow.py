@@ -44,26 +44,47 @@ class ShadowModelInversion(SurrogateInversion):
         """Train the shadow so that f2(shadow(x)) predicts the attacker's labels."""
         require(access, (TailAccess,), "the query-free shadow attack")
         if data is None or data.labels is None:
-            raise SplitleakError("the query-free attack needs labelled attacker data; "
-                                 "noise samples have no labels (use another --attacker-data)")
+            raise SplitleakError(
+                "the query-free attack needs labelled attacker data; "
+                "noise samples have no labels (use another --attacker-data)"
+            )
         x = access.inputs.normalization.normalize(data.pixels)
+        labels = data.labels
 
         def train(module: nn.Module) -> dict[str, Any]:
-            history = fit_module(module, x, data.labels, loss_fn=F.cross_entropy,
-                                 head=access.cloud, epochs=self.epochs, lr=self.lr,
-                                 halve_every=self.halve_every, batch_size=self.batch_size,
-                                 seed=self.seed, progress=self.progress, desc="shadow (via f2)")
-            return {"loss_history": history, "train_accuracy": self._accuracy(module, access, x, data)}
+            history = fit_module(
+                module,
+                x,
+                labels,
+                loss_fn=F.cross_entropy,
+                head=access.cloud,
+                epochs=self.epochs,
+                lr=self.lr,
+                halve_every=self.halve_every,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                progress=self.progress,
+                desc="shadow (via f2)",
+            )
+            return {
+                "loss_history": history,
+                "train_accuracy": self._accuracy(module, access, x, data),
+            }
 
         self._train_shadow("shadow", data, access.inputs, access.feature_shape, train)
         return self
 
     @staticmethod
     @torch.no_grad()
-    def _accuracy(module: nn.Module, access: TailAccess, x: torch.Tensor,
-                  data: AttackerSamples) -> float:
+    def _accuracy(
+        module: nn.Module, access: TailAccess, x: torch.Tensor, data: AttackerSamples
+    ) -> float:
         module.eval()
         assert data.labels is not None
-        hits = sum(int((access.cloud(module(x[i:i + 1000])).argmax(1) == data.labels[i:i + 1000]).sum())
-                   for i in range(0, len(x), 1000))
+        hits = sum(
+            int(
+                (access.cloud(module(x[i : i + 1000])).argmax(1) == data.labels[i : i + 1000]).sum()
+            )
+            for i in range(0, len(x), 1000)
+        )
         return hits / max(len(x), 1)

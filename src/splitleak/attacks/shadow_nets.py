@@ -23,9 +23,17 @@ def _mnist_conv1() -> nn.Module:
 
 def _mnist_relu2() -> nn.Module:
     # 28 -> 26 -> 24 -> pool 12 -> 10 -> 8; (N, 16, 8, 8)
-    return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Conv2d(16, 16, 3), nn.ReLU(),
-                         nn.Conv2d(16, 16, 3), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3),
+        nn.ReLU(),
+    )
 
 
 def _cifar_conv11() -> nn.Module:
@@ -35,14 +43,20 @@ def _cifar_conv11() -> nn.Module:
 
 def _cifar_relu22() -> nn.Sequential:
     # (N, 3, 32, 32) -> (N, 64, 32, 32) -> pool (N, 64, 16, 16) -> (N, 128, 16, 16)
-    return nn.Sequential(nn.Conv2d(3, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(64, 128, 5, padding=2), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 5, padding=2),
+        nn.ReLU(),
+    )
 
 
 def _cifar_relu32() -> nn.Module:
     # ReLU22's shadow, then pool (N, 128, 8, 8) and a 5x5 conv.
-    return nn.Sequential(*_cifar_relu22(), nn.MaxPool2d(2),
-                         nn.Conv2d(128, 128, 5, padding=2), nn.ReLU())
+    return nn.Sequential(
+        *_cifar_relu22(), nn.MaxPool2d(2), nn.Conv2d(128, 128, 5, padding=2), nn.ReLU()
+    )
 
 
 PAPER_SHADOWS: dict[tuple[str, str], Callable[[], nn.Module]] = {
@@ -59,22 +73,37 @@ def auto_shadow(image_shape: tuple[int, int, int], feature_shape: tuple[int, ...
     c_img, h_img, _ = image_shape
     layers: list[nn.Module] = [nn.Conv2d(c_img, 32, 3, padding=1), nn.ReLU()]
     if len(feature_shape) == 1:
-        layers += [nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                   nn.Flatten(), nn.LazyLinear(feature_shape[0])]
+        layers += [
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.LazyLinear(feature_shape[0]),
+        ]
         return nn.Sequential(*layers)
     c, h, w = feature_shape
     size, channels = h_img, 32
     while size // 2 >= h:
-        layers += [nn.MaxPool2d(2), nn.Conv2d(channels, min(channels * 2, 128), 3, padding=1),
-                   nn.ReLU()]
+        layers += [
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, min(channels * 2, 128), 3, padding=1),
+            nn.ReLU(),
+        ]
         size, channels = size // 2, min(channels * 2, 128)
     layers += [nn.AdaptiveAvgPool2d((h, w)), nn.Conv2d(channels, c, 1)]
     return nn.Sequential(*layers)
 
 
 def build_shadow(
-    kind: str, *, architecture: str, split: str, structure: Callable[[], nn.Module],
-    image_shape: tuple[int, int, int], feature_shape: tuple[int, ...], seed: int = 0,
+    kind: str,
+    *,
+    architecture: str,
+    split: str,
+    structure: Callable[[], nn.Module],
+    image_shape: tuple[int, int, int],
+    feature_shape: tuple[int, ...],
+    seed: int = 0,
 ) -> nn.Module:
     """A freshly initialised shadow edge.
 

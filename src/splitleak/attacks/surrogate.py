@@ -31,22 +31,36 @@ class SurrogateInversion:
     name = "surrogate"
 
     def __init__(
-        self, *, shadow: nn.Module, shadow_kind: str = "same", inversion: dict[str, Any],
-        epochs: int = 50, lr: float = 1e-3, halve_every: int = 10, batch_size: int = 128,
-        cache: ModuleCache | None = None, seed: int = 0, progress: bool = False,
+        self,
+        *,
+        shadow: nn.Module,
+        shadow_kind: str = "same",
+        inversion: dict[str, Any],
+        epochs: int = 50,
+        lr: float = 1e-3,
+        halve_every: int = 10,
+        batch_size: int = 128,
+        cache: ModuleCache | None = None,
+        seed: int = 0,
+        progress: bool = False,
     ) -> None:
         self.shadow, self.shadow_kind, self.inversion = shadow, shadow_kind, dict(inversion)
         self.epochs, self.lr, self.halve_every = epochs, lr, halve_every
         self.batch_size, self.cache, self.seed, self.progress = batch_size, cache, seed, progress
 
     def _train_shadow(
-        self, kind: str, data: AttackerSamples, inputs: InputSpec,
-        feature_shape: tuple[int, ...], train: Callable[[nn.Module], dict[str, Any]],
+        self,
+        kind: str,
+        data: AttackerSamples,
+        inputs: InputSpec,
+        feature_shape: tuple[int, ...],
+        train: Callable[[nn.Module], dict[str, Any]],
     ) -> None:
         cache = self.cache or ModuleCache(None, {})
         settings = {**self.hyperparameters(), "data": data.describe()}
         self.shadow_, self.meta_, self.reused_ = cache.get_or_train(
-            f"{kind}-{self.shadow_kind}", self.shadow, settings, train)
+            f"{kind}-{self.shadow_kind}", self.shadow, settings, train
+        )
         self.shadow_.requires_grad_(False)
         self.inverter_ = WhiteBoxInversion(**self.inversion, progress=self.progress)
         self.inverter_._bind(self.shadow_, inputs, feature_shape)
@@ -55,11 +69,22 @@ class SurrogateInversion:
         """White-box inversion of the trained shadow edge."""
         rec = self.inverter_.reconstruct(z)
         history = self.meta_.get("loss_history") or [None]
-        rec.info.update({"shadow_reused": self.reused_, "shadow_final_loss": history[-1],
-                         "shadow_train_accuracy": self.meta_.get("train_accuracy")})
+        rec.info.update(
+            {
+                "shadow_reused": self.reused_,
+                "shadow_final_loss": history[-1],
+                "shadow_train_accuracy": self.meta_.get("train_accuracy"),
+            }
+        )
         return rec
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {"shadow": self.shadow_kind, "epochs": self.epochs, "lr": self.lr,
-                "halve_every": self.halve_every, "batch_size": self.batch_size,
-                "seed": self.seed, "inversion": self.inversion}
+        return {
+            "shadow": self.shadow_kind,
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "halve_every": self.halve_every,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "inversion": self.inversion,
+        }

@@ -48,6 +48,8 @@ class WhiteBoxInversion:
         clip_to_pixel_range: project onto pixel values in [0, 1] after every step.
         cosine: anneal the learning rate to zero with a cosine schedule.
         init: constant start image, ``mean`` (the papers' mean colour) or ``black``.
+        ignore_zero_features: match only the non-zero entries of z — the defense-aware
+            attack on feature dropout (a dropped entry is zero; a kept one is exact).
         progress: show a progress bar.
     """
 
@@ -64,6 +66,7 @@ class WhiteBoxInversion:
         clip_to_pixel_range: bool = False,
         cosine: bool = False,
         init: str = "mean",
+        ignore_zero_features: bool = False,
         progress: bool = False,
     ) -> None:
         self.steps, self.lr = steps, lr
@@ -71,7 +74,7 @@ class WhiteBoxInversion:
         self.clip_to_pixel_range, self.cosine, self.progress = clip_to_pixel_range, cosine, progress
         if init not in _INITS:
             raise SplitleakError(f"unknown init {init!r}; valid: {', '.join(_INITS)}")
-        self.init = init
+        self.init, self.ignore_zero_features = init, ignore_zero_features
 
     def fit(self, access: WhiteBoxAccess, data: object = None) -> WhiteBoxInversion:
         """Take the edge part; nothing is learned and no attacker data is needed."""
@@ -80,7 +83,9 @@ class WhiteBoxInversion:
         return self
 
     def _bind(
-        self, forward: Callable[[torch.Tensor], torch.Tensor], inputs: InputSpec,
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        inputs: InputSpec,
         feature_shape: tuple[int, ...],
     ) -> None:
         # Shadow-model attacks reuse this inversion on their own surrogate edge.
@@ -96,14 +101,39 @@ class WhiteBoxInversion:
             x0 = low.expand_as(x0).clone()
         bounds = (low, high) if self.clip_to_pixel_range else None
         result = invert_features(
-            self.forward_, z.detach(), x0, steps=self.steps, lr=self.lr,
-            tv_weight=self.tv_weight, tv_beta=self.tv_beta, l2_weight=self.l2_weight,
-            bounds=bounds, cosine=self.cosine, progress=self.progress, desc="white-box",
+            self.forward_,
+            z.detach(),
+            x0,
+            steps=self.steps,
+            lr=self.lr,
+            tv_weight=self.tv_weight,
+            tv_beta=self.tv_beta,
+            l2_weight=self.l2_weight,
+            bounds=bounds,
+            cosine=self.cosine,
+            progress=self.progress,
+            desc="white-box",
+            mask=(z != 0).to(z.dtype) if self.ignore_zero_features else None,
         )
-        info = {"feature_mse": result.feature_loss.tolist(), "converged": result.converged,
-                "objective_trace": result.history}
+        info = {
+            "feature_mse": result.feature_loss.tolist(),
+            "converged": result.converged,
+            "objective_trace": result.history,
+        }
         return Reconstruction(images=norm.denormalize(result.x), x=result.x, info=info)
 
     def hyperparameters(self) -> dict[str, float | int | bool]:
-        return {k: getattr(self, k) for k in ("steps", "lr", "tv_weight", "tv_beta", "l2_weight",
-                                              "clip_to_pixel_range", "cosine", "init")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "steps",
+                "lr",
+                "tv_weight",
+                "tv_beta",
+                "l2_weight",
+                "clip_to_pixel_range",
+                "cosine",
+                "init",
+                "ignore_zero_features",
+            )
+        }

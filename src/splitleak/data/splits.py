@@ -39,8 +39,7 @@ class AttackerSamples:
         return len(self.pixels)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "source": self.source, "n": len(self),
-                "indices": self.indices}
+        return {"kind": self.kind, "source": self.source, "n": len(self), "indices": self.indices}
 
 
 def draw_attacker_samples(
@@ -61,7 +60,10 @@ def draw_attacker_samples(
         pixels = torch.rand(count, *test.shape, generator=generator)
         return AttackerSamples(kind, f"uniform[0,1] seed={seed}", pixels, None, None)
     if kind == "same-set":
-        pool, base = train, (train_indices if train_indices is not None else torch.arange(len(train)))
+        pool, base = (
+            train,
+            (train_indices if train_indices is not None else torch.arange(len(train))),
+        )
     elif kind == "same-distribution":
         keep = torch.ones(len(test), dtype=torch.bool)
         keep[eval_indices] = False
@@ -70,14 +72,19 @@ def draw_attacker_samples(
         if other is None:
             raise InputError("other-distribution attacker data needs --other-dataset")
         if other.shape != test.shape:
-            raise InputError(f"{other.name} images are {other.shape}, the victim's are {test.shape}; "
-                             "pick an --other-dataset of the same shape")
+            raise InputError(
+                f"{other.name} images are {other.shape}, the victim's are {test.shape}; "
+                "pick an --other-dataset of the same shape"
+            )
         pool, base = other, torch.arange(len(other))
     else:
-        raise InputError(f"unknown attacker data {kind!r}; valid: same-set, same-distribution, "
-                         "other-distribution, noise")
+        raise InputError(
+            f"unknown attacker data {kind!r}; valid: same-set, same-distribution, "
+            "other-distribution, noise"
+        )
     if n is not None and n < len(base):
         base = base[torch.randperm(len(base), generator=generator)[:n]].sort().values
     chosen = pool.subset(base)
-    return AttackerSamples(kind, f"{pool.name}:{pool.split}", chosen.to_float(), chosen.labels,
-                           base.tolist())
+    return AttackerSamples(
+        kind, f"{pool.name}:{pool.split}", chosen.to_float(), chosen.labels, base.tolist()
+    )

@@ -35,7 +35,9 @@ def read_meta(directory: Path) -> dict[str, Any]:
     """Read a checkpoint's metadata, with a one-line error if it is missing or corrupt."""
     path = directory / META_FILE
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {directory} ({META_FILE} missing); train one first")
+        raise CheckpointError(
+            f"no checkpoint at {directory} ({META_FILE} missing); train one first"
+        )
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as err:

@@ -39,10 +39,17 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     return model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
 
 
-def _node_label(node: fx.Node) -> str:
+def _node_label(node: fx.Node, reused: set[str] = frozenset()) -> str:  # type: ignore[assignment]
     # Module calls are named by their qualified attribute path ("layer1.conv1", "ReLU2");
-    # functions and methods by fx's node name ("add", "flatten_1").
-    return str(node.target) if node.op == "call_module" else node.name
+    # functions, methods and modules called more than once by fx's unique node name.
+    if node.op == "call_module" and str(node.target) not in reused:
+        return str(node.target)
+    return node.name
+
+
+def _reused_modules(nodes: list[fx.Node]) -> set[str]:
+    targets = [str(n.target) for n in nodes if n.op == "call_module"]
+    return {t for t in targets if targets.count(t) > 1}
 
 
 def _is_reshape(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -55,6 +62,7 @@ def _is_reshape(gm: fx.GraphModule, node: fx.Node) -> bool:
 def _cut_positions(gm: fx.GraphModule) -> dict[str, int]:
     """Map every valid split label to its position in the graph's node order."""
     nodes = list(gm.graph.nodes)
+    reused = _reused_modules(nodes)
     positions: dict[str, int] = {}
     for i, node in enumerate(nodes):
         if node.op not in {"call_module", "call_function", "call_method"}:
@@ -62,7 +70,7 @@ def _cut_positions(gm: fx.GraphModule) -> dict[str, int]:
         later = nodes[i + 1 :]
         crossing = {n for n in nodes[: i + 1] if any(u in later for u in n.users)}
         if crossing == {node} and not any(u.op == "output" for u in node.users):
-            positions[_node_label(node)] = i
+            positions[_node_label(node, reused)] = i
     return positions
 
 
@@ -103,7 +111,10 @@ def split_model(model: nn.Module, *, at: str) -> SplitModel:
 def _subgraph(
     gm: fx.GraphModule, nodes: list[fx.Node], *, inputs: fx.Node | None, output: fx.Node | None
 ) -> fx.GraphModule:
-    """Copy ``nodes`` into a new graph; ``inputs`` becomes its placeholder, ``output`` its result."""
+    """Copy ``nodes`` into a new graph.
+
+    ``inputs`` becomes the new graph's placeholder and ``output`` its result.
+    """
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     if inputs is not None:

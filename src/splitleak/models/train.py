@@ -92,8 +92,13 @@ def train_classifier(
         model.train()
         order = torch.randperm(len(x), generator=generator)
         batches = range(0, len(x), config.batch_size)
-        bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{config.epochs}", disable=None if progress else True,
-                   leave=False, unit="batch")
+        bar = tqdm(
+            batches,
+            desc=f"{desc} {epoch + 1}/{config.epochs}",
+            disable=None if progress else True,
+            leave=False,
+            unit="batch",
+        )
         total = 0.0
         for start in bar:
             idx = order[start : start + config.batch_size]
@@ -147,13 +152,16 @@ def train_or_load(
         return TrainedModel(model=model.eval(), directory=directory, meta=meta, reused=True)
 
     _reset(model, config.seed)
-    subset = train if config.max_train_images is None else train.subset(
-        range(min(config.max_train_images, len(train)))
+    subset = (
+        train
+        if config.max_train_images is None
+        else train.subset(range(min(config.max_train_images, len(train))))
     )
     x = normalization.normalize(subset.to_float())
     started = time.perf_counter()
-    history = train_classifier(model, x, subset.labels, config=config, progress=progress,
-                               desc=architecture)
+    history = train_classifier(
+        model, x, subset.labels, config=config, progress=progress, desc=architecture
+    )
     seconds = time.perf_counter() - started
     acc = accuracy(model, normalization.normalize(test.to_float()), test.labels)
     meta = {

@@ -22,7 +22,9 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     path_text, _, attr = spec.partition(":")
     path = Path(path_text)
     if not path.is_file():
-        raise SplitleakError(f"model file {path} not found; give the model as path/to/file.py:factory")
+        raise SplitleakError(
+            f"model file {path} not found; give the model as path/to/file.py:factory"
+        )
     module_name = f"splitleak_user_{abs(hash(path.resolve()))}"
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:

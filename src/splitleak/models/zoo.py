@@ -130,7 +130,14 @@ DATASET_NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = 
 }
 
 
-def resolve_architecture(spec: str, *, dataset: str, input_shape: tuple[int, int, int]) -> Architecture:
+def default_dataset(spec: str) -> str:
+    """The dataset a model is trained on by default; raises for an unknown built-in name."""
+    return "mnist" if is_user_model(spec) else get_architecture(spec).dataset
+
+
+def resolve_architecture(
+    spec: str, *, dataset: str, input_shape: tuple[int, int, int]
+) -> Architecture:
     """A registered name, or a user model given as ``path/to/file.py:factory``.
 
     A user model is named after its file's content hash and factory, so that a checkpoint

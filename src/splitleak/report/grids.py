@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from splitleak.records import atomic_path  # noqa: E402
+from splitleak.records import atomic_path
 
 
 def save_image_grid(
@@ -28,8 +28,12 @@ def save_image_grid(
         captions: optional per-row, per-image text shown under each cell (e.g. PSNR).
     """
     n_rows, n_cols = len(rows), max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
-                             figsize=(cell_inches * n_cols + 1.4, cell_inches * n_rows * 1.15))
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        squeeze=False,
+        figsize=(cell_inches * n_cols + 1.4, cell_inches * n_rows * 1.15),
+    )
     for r, (label, images) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]

@@ -1,0 +1,3 @@
+from splitleak.cli import main
+
+main()

@@ -1,0 +1,62 @@
+"""Edge-side defenses: noise, dropout, and their composition around an edge part."""
+
+from __future__ import annotations
+
+from splitleak.defenses.base import DefendedEdge, Defense, Location, describe
+from splitleak.defenses.dropout import Dropout
+from splitleak.defenses.noise import GaussianNoise, LaplaceNoise
+from splitleak.errors import unknown_name
+
+FAMILIES: dict[str, type] = {"gaussian": GaussianNoise, "laplace": LaplaceNoise, "dropout": Dropout}
+
+
+def make_defense(
+    family: str,
+    level: float,
+    *,
+    location: Location = "features",
+    relative: bool = False,
+    rescale: bool = False,
+) -> Defense:
+    """Build a defense by family name (``gaussian``, ``laplace``, ``dropout``)."""
+    if family not in FAMILIES:
+        raise unknown_name("defense", family, list(FAMILIES))
+    if family == "dropout":
+        return Dropout(level, location=location, rescale=rescale)
+    noise: Defense = FAMILIES[family](level, location=location, relative=relative)
+    return noise
+
+
+def parse_defense(text: str) -> Defense:
+    """Parse ``family:location:level[:relative|:rescale]``, e.g. ``dropout:features:0.5``."""
+    parts = text.split(":")
+    if len(parts) < 3 or parts[1] not in ("input", "features"):
+        raise unknown_name(
+            "defense spec", text, ["family:input|features:level[:relative|:rescale]"]
+        )
+    try:
+        level = float(parts[2])
+    except ValueError:
+        raise unknown_name("defense level", parts[2], ["a number"]) from None
+    flags = set(parts[3:])
+    return make_defense(
+        parts[0],
+        level,
+        location=parts[1],  # type: ignore[arg-type]
+        relative="relative" in flags,
+        rescale="rescale" in flags,
+    )
+
+
+__all__ = [
+    "FAMILIES",
+    "DefendedEdge",
+    "Defense",
+    "Dropout",
+    "GaussianNoise",
+    "LaplaceNoise",
+    "Location",
+    "describe",
+    "make_defense",
+    "parse_defense",
+]

@@ -1,0 +1,75 @@
+"""Edge-side defenses, applied at inference time to a model trained without them (SPEC §6).
+
+A defense perturbs the input x or the features z before they leave the edge. Defenses are
+random; each draw uses a ``torch.Generator`` so that the same seed gives the same numbers.
+:class:`DefendedEdge` composes any number of them around an edge part.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import torch
+from torch import nn
+
+Location = Literal["input", "features"]
+
+
+class Defense(Protocol):
+    """A random perturbation of a tensor; ``level`` 0 is the identity."""
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def location(self) -> Location: ...
+
+    @property
+    def level(self) -> float: ...
+
+    def apply(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+    def describe(self) -> dict[str, object]: ...
+
+
+class DefendedEdge(nn.Module):
+    """``feature_defenses(edge(input_defenses(x)))`` with fresh randomness on every call.
+
+    Calling it twice gives two independent draws, so an attacker that optimises through it
+    averages its objective over defense draws (expectation over transformation).
+
+    Args:
+        edge: the undefended edge part.
+        defenses: applied in order, input defenses before the edge, feature ones after.
+        seed: seed of the defense's random generator.
+    """
+
+    def __init__(self, edge: nn.Module, defenses: list[Defense], *, seed: int = 0) -> None:
+        super().__init__()
+        self.edge = edge
+        self.defenses = list(defenses)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def reseed(self, seed: int) -> DefendedEdge:
+        self.generator.manual_seed(seed)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for d in self.defenses:
+            if d.location == "input":
+                x = d.apply(x, self.generator)
+        z = self.edge(x)
+        for d in self.defenses:
+            if d.location == "features":
+                z = d.apply(z, self.generator)
+        return z
+
+
+def describe(defenses: list[Defense]) -> str:
+    """A short human-readable label, e.g. ``dropout(features, r=0.5)``."""
+    if not defenses:
+        return "none"
+    return " + ".join(
+        f"{d.family}({d.location}, {d.describe().get('symbol', 'level')}={d.level:g})"
+        for d in defenses
+    )

