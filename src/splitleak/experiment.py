@@ -162,6 +162,29 @@ def attack_cache(cfg: AttackConfig, victim: Victim) -> ModuleCache:
     return ModuleCache((cfg.victim.cache_dir or default_cache_dir()) / "attacks", target)
 
 
+@torch.no_grad()
+def defended_accuracy(
+    victim: Victim, *, split: str, defenses: tuple[str, ...], draws: int = 3, seed: int = 0,
+    batch_size: int = 1000,
+) -> list[float]:
+    """Test accuracy of cloud(defended edge(x)) on the full test set, once per draw.
+
+    Without defenses one draw is enough (the model is deterministic).
+    """
+    parts = split_model(victim.model, at=split)
+    edge = DefendedEdge(parts.edge, [parse_defense(d) for d in defenses], seed=seed)
+    x, y = victim.normalize(victim.test), victim.test.labels
+    accuracies = []
+    for draw in range(draws if defenses else 1):
+        edge.reseed(seed + 1000 * draw)
+        correct = sum(
+            int((parts.cloud(edge(x[i : i + batch_size])).argmax(1) == y[i : i + batch_size]).sum())
+            for i in range(0, len(x), batch_size)
+        )
+        accuracies.append(correct / len(x))
+    return accuracies
+
+
 @dataclass
 class AttackRun:
     """What one attack run measured; ``directory`` is where it was written (if anywhere)."""
