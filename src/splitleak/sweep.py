@@ -31,11 +31,25 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def attack_key(cfg: AttackConfig, victim: Victim) -> tuple[str, dict[str, Any]]:
+    """The store key of an attack cell, and the identity it hashes."""
+    identity = {"attack": cfg.model_dump(mode="json", exclude={"victim"}),
+                "victim": _victim_id(victim)}
+    return cell_key("attack", identity), identity
+
+
+def accuracy_key(victim: Victim, *, split: str, defenses: tuple[str, ...], draws: int,
+                 seed: int) -> tuple[str, dict[str, Any]]:
+    """The store key of a defended-accuracy cell, and the identity it hashes."""
+    identity = {"split": split, "defenses": list(defenses), "draws": draws if defenses else 1,
+                "seed": seed, "victim": _victim_id(victim)}
+    return cell_key("accuracy", identity), identity
+
+
 def attack_cell(cfg: AttackConfig, victim: Victim, store: ResultStore, *,
                 progress: bool = False) -> dict[str, Any]:
     """Run (or read) one attack cell; its reconstructions are stored as uint8 pixels."""
-    identity = {"attack": cfg.model_dump(mode="json", exclude={"victim"}), "victim": _victim_id(victim)}
-    key = cell_key("attack", identity)
+    key, identity = attack_key(cfg, victim)
     if store.has(key):
         return store.get(key)
     run = run_attack(cfg, victim=victim, progress=progress)
@@ -50,9 +64,7 @@ def attack_cell(cfg: AttackConfig, victim: Victim, store: ResultStore, *,
 def accuracy_cell(victim: Victim, store: ResultStore, *, split: str, defenses: tuple[str, ...],
                   draws: int = 3, seed: int = 0) -> dict[str, Any]:
     """Run (or read) the defended test accuracy of ``victim`` cut at ``split``."""
-    identity = {"split": split, "defenses": list(defenses), "draws": draws, "seed": seed,
-                "victim": _victim_id(victim)}
-    key = cell_key("accuracy", identity)
+    key, identity = accuracy_key(victim, split=split, defenses=defenses, draws=draws, seed=seed)
     if store.has(key):
         return store.get(key)
     values = defended_accuracy(victim, split=split, defenses=defenses, draws=draws, seed=seed)

@@ -1,0 +1,143 @@
+"""Assemble an audit's numbers from its manifest and stored cells alone.
+
+Everything the report shows is derived here, from ``audit.json`` and ``cells/``; nothing is
+recomputed from a model, so ``splitleak report DIR`` rebuilds the same report anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from splitleak.planner import Constraints, SplitCost, pareto_front, plan_rows, recommend
+from splitleak.records import read_json
+from splitleak.report.published import ACCURACY, published
+from splitleak.store import ResultStore
+
+RECOGNISABLE_SSIM, RECOGNISABLE_PSNR, HIDDEN_SSIM = 0.3, 10.0, 0.25
+
+
+def verdict(psnr: float, ssim: float) -> str:
+    """The papers' reading: recognisable above 10 dB or SSIM 0.3; hidden below SSIM 0.25."""
+    if ssim > RECOGNISABLE_SSIM or psnr > RECOGNISABLE_PSNR:
+        return "exposed"
+    return "hidden" if ssim < HIDDEN_SSIM else "borderline"
+
+
+def _published_cell(arch: str, cell: dict[str, Any]) -> list[float] | None:
+    row: Any = None
+    if cell["attack"] == "inverse-network":
+        row = cell["attacker_data"]
+    elif cell["attack"] == "shadow":
+        row = (cell["attacker_data"], cell["shadow_arch"])
+        if cell["attacker_data"] not in ("same-set", "same-distribution"):
+            return None
+    ref = published(cell["attack"], arch, cell["split"], row)
+    return list(ref) if ref else None
+
+
+def assemble(directory: Path) -> dict[str, Any]:
+    """Every number of an audit: attack table, defenses, split sweep, plan and verdicts."""
+    manifest = read_json(directory / "audit.json")
+    store = ResultStore(directory)
+    arch = manifest["victim"]["architecture"]
+    cells = [{**c, "stored": store.has(c["key"])} for c in manifest["cells"]]
+    records = {c["key"]: store.get(c["key"]) for c in cells if c["stored"]}
+    attacks = [_attack_row(c, records[c["key"]], arch) for c in cells
+               if c["kind"] == "attack" and c["stored"]]
+    accuracy = {(c["split"], tuple(c["defenses"])): records[c["key"]]["summary"]
+                for c in cells if c["kind"] == "accuracy" and c["stored"]}
+    return {
+        "manifest": manifest,
+        "complete": all(c["stored"] for c in cells),
+        "missing": [c["label"] for c in cells if not c["stored"]],
+        "attacks": attacks,
+        "defenses": _defense_points(attacks, accuracy),
+        "accuracy": [{"split": s, "defenses": list(d), **v} for (s, d), v in accuracy.items()],
+        "splits": _split_verdicts(attacks, manifest),
+        "plan": _plan(attacks, accuracy, manifest),
+        "published_accuracy": ACCURACY.get(arch),
+    }
+
+
+def _attack_row(cell: dict[str, Any], record: dict[str, Any], arch: str) -> dict[str, Any]:
+    s = record["summary"]
+    info = record["provenance"].get("reconstruction_info", {})
+    return {**{k: cell.get(k) for k in ("key", "label", "section", "split", "attack",
+                                        "attacker_data", "shadow_arch", "adaptive", "defenses",
+                                        "profile")},
+            "psnr": s["psnr"]["mean"], "psnr_ci95": s["psnr"]["ci95"],
+            "ssim": s["ssim"]["mean"], "ssim_ci95": s["ssim"]["ci95"], "n": s["psnr"]["n"],
+            "queries": record["queries_used"], "seconds": sum(record["timings"].values()),
+            "converged": info.get("converged"), "published": _published_cell(arch, cell)
+            if not cell.get("defenses") else None,
+            "verdict": verdict(s["psnr"]["mean"], s["ssim"]["mean"])}
+
+
+def _defense_points(attacks: list[dict[str, Any]], accuracy: dict[Any, Any]) -> list[dict[str, Any]]:
+    points = []
+    for row in attacks:
+        if row["section"] != "defenses":
+            continue
+        acc = accuracy.get((row["split"], tuple(row["defenses"])))
+        family, location, level = row["defenses"][0].split(":")[:3]
+        points.append({**row, "family": family, "location": location, "level": float(level),
+                       "label": f"{family} on {location}",
+                       "accuracy": acc["mean"] if acc else None,
+                       "accuracy_ci95": acc["ci95"] if acc else None,
+                       "accuracy_draws": acc["n"] if acc else None})
+    # Each line starts at the undefended point of the same split and attack (the first
+    # attacker-data variant, which is the one the defense cells use).
+    baselines: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in attacks:
+        if row["section"] == "attacks":
+            baselines.setdefault((row["split"], row["attack"]), row)
+    for label, split, attack in sorted({(p["label"], p["split"], p["attack"]) for p in points}):
+        base = baselines.get((split, attack))
+        acc = accuracy.get((split, ()))
+        if base is not None:
+            family, location = label.split(" on ")
+            points.append({**base, "family": family, "location": location, "level": 0.0,
+                           "label": label, "adaptive": False, "defenses": [],
+                           "accuracy": acc["mean"] if acc else None,
+                           "accuracy_ci95": None, "accuracy_draws": 1})
+    return points
+
+
+def _split_verdicts(attacks: list[dict[str, Any]], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    order = [c["split"] for c in manifest["split_costs"]]
+    rows = []
+    for split in order:
+        mine = [a for a in attacks if a["split"] == split and a["section"] == "attacks"]
+        if not mine:
+            continue
+        worst = max(mine, key=lambda a: a["ssim"])
+        rows.append({"split": split, "depth": order.index(split), "worst_attack": worst["label"],
+                     "psnr": max(a["psnr"] for a in mine), "ssim": worst["ssim"],
+                     "verdict": verdict(max(a["psnr"] for a in mine), worst["ssim"])})
+    return rows
+
+
+def _plan(attacks: list[dict[str, Any]], accuracy: dict[Any, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    costs = [SplitCost(**{**c, "feature_shape": tuple(c["feature_shape"])})
+             for c in manifest["split_costs"]]
+    leakage: dict[str, float] = {}
+    for a in attacks:
+        if a["section"] == "attacks":
+            leakage[a["split"]] = max(leakage.get(a["split"], float("-inf")), a["ssim"])
+    acc = {s: v["mean"] for (s, d), v in accuracy.items() if not d}
+    rows = plan_rows([c for c in costs if c.split in leakage], leakage=leakage, accuracy=acc)
+    cfg = manifest["config"]
+    constraints = Constraints(max_edge_macs=cfg.get("max_edge_macs"),
+                              max_feature_bytes=cfg.get("max_feature_bytes"),
+                              max_leakage=cfg.get("max_leakage"),
+                              min_accuracy=cfg.get("min_accuracy"))
+    if not rows:
+        return {"rows": [], "recommended": None, "reason": "no split point was attacked yet"}
+    front = {r.cost.split for r in pareto_front(rows)}
+    rec = recommend(rows, constraints)
+    return {"constraints": asdict(constraints),
+            "rows": [{**asdict(r.cost), "accuracy": r.accuracy, "leakage": r.leakage,
+                      "pareto": r.cost.split in front} for r in rows],
+            "recommended": rec.row.cost.split if rec.row else None, "reason": rec.reason}
