@@ -16,7 +16,7 @@ import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -105,13 +105,25 @@ class Cell:
     key: str = ""
 
     def describe(self) -> dict[str, Any]:
-        out = {"kind": self.kind, "section": self.section, "label": self.label,
-               "split": self.split, "defenses": list(self.defenses), "draws": self.draws,
-               "estimate_s": round(self.estimate_s, 2), "key": self.key}
+        out = {
+            "kind": self.kind,
+            "section": self.section,
+            "label": self.label,
+            "split": self.split,
+            "defenses": list(self.defenses),
+            "draws": self.draws,
+            "estimate_s": round(self.estimate_s, 2),
+            "key": self.key,
+        }
         if self.attack is not None:
             a = self.attack
-            out.update(attack=a.attack, attacker_data=a.attacker_data, shadow_arch=a.shadow_arch,
-                       adaptive=a.adaptive, profile=a.profile)
+            out.update(
+                attack=a.attack,
+                attacker_data=a.attacker_data,
+                shadow_arch=a.shadow_arch,
+                adaptive=a.adaptive,
+                profile=a.profile,
+            )
         return out
 
 
@@ -131,55 +143,102 @@ def choose_splits(all_splits: list[str], spec: str | list[str]) -> list[str]:
     return [all_splits[i] for i in picks]
 
 
-def build_grid(cfg: AuditConfig, budget: Budget, victim_cfg: VictimConfig,
-               all_splits: list[str]) -> list[Cell]:
+def build_grid(
+    cfg: AuditConfig, budget: Budget, victim_cfg: VictimConfig, all_splits: list[str]
+) -> list[Cell]:
     """Every cell of the audit, in the order they run."""
     splits = choose_splits(all_splits, budget.splits)
     overrides = {"steps": budget.whitebox_steps} if budget.whitebox_steps else {}
-    base = AttackConfig(victim=victim_cfg, profile=budget.profile, protocol=budget.protocol,  # type: ignore[arg-type]
-                        n_eval=budget.n_eval, seed=cfg.seed, attack_epochs=budget.attack_epochs,
-                        attacker_samples=budget.attacker_samples, overrides=overrides)
+    base = AttackConfig(
+        victim=victim_cfg,
+        profile=budget.profile,
+        protocol=budget.protocol,  # type: ignore[arg-type]
+        n_eval=budget.n_eval,
+        seed=cfg.seed,
+        attack_epochs=budget.attack_epochs,
+        attacker_samples=budget.attacker_samples,
+        overrides=overrides,
+    )
     cells = [Cell("accuracy", "planner", f"accuracy at {s}", s) for s in splits]
     for split in splits:
         for attack in budget.attacks:
             for cfg_ in _attack_variants(base, budget, split, attack):
                 cells.append(Cell("attack", "attacks", _label(cfg_), split, attack=cfg_))
-    defense_split = (splits[len(splits) // 2] if budget.defense_split == "middle"
-                     else budget.defense_split)
+    defense_split = (
+        splits[len(splits) // 2] if budget.defense_split == "middle" else budget.defense_split
+    )
     for text in budget.defenses:
         family = parse_family(text)
         for level in family.levels:
             defenses = family.spec(level)
-            cells.append(Cell("accuracy", "defenses", f"accuracy {defenses[0]}", defense_split,
-                              defenses=defenses, draws=budget.draws))
+            cells.append(
+                Cell(
+                    "accuracy",
+                    "defenses",
+                    f"accuracy {defenses[0]}",
+                    defense_split,
+                    defenses=defenses,
+                    draws=budget.draws,
+                )
+            )
             for attack in budget.defense_attacks:
                 for aware in budget.adaptive:
-                    extra = ({"ignore_zero_features": True} if aware and family.family == "dropout"
-                             and family.location == "features" and not family.rescale else {})
-                    a = base.model_copy(update={
-                        "split": defense_split, "attack": attack, "defenses": defenses,
-                        "adaptive": aware, "overrides": {**overrides, **extra},
-                        "attacker_data": budget.attacker_data[0],
-                        "shadow_arch": budget.shadow_arch[0]})
-                    cells.append(Cell("attack", "defenses", _label(a), defense_split, attack=a,
-                                      defenses=defenses))
+                    extra = (
+                        {"ignore_zero_features": True}
+                        if aware
+                        and family.family == "dropout"
+                        and family.location == "features"
+                        and not family.rescale
+                        else {}
+                    )
+                    a = base.model_copy(
+                        update={
+                            "split": defense_split,
+                            "attack": attack,
+                            "defenses": defenses,
+                            "adaptive": aware,
+                            "overrides": {**overrides, **extra},
+                            "attacker_data": budget.attacker_data[0],
+                            "shadow_arch": budget.shadow_arch[0],
+                        }
+                    )
+                    cells.append(
+                        Cell(
+                            "attack",
+                            "defenses",
+                            _label(a),
+                            defense_split,
+                            attack=a,
+                            defenses=defenses,
+                        )
+                    )
     return cells
 
 
-def _attack_variants(base: AttackConfig, budget: Budget, split: str, attack: str) -> list[AttackConfig]:
+def _attack_variants(
+    base: AttackConfig, budget: Budget, split: str, attack: str
+) -> list[AttackConfig]:
     if attack == "whitebox":
         return [base.model_copy(update={"split": split, "attack": attack})]
     datas = [d for d in budget.attacker_data if not (attack == "shadow" and d == "noise")]
     archs = budget.shadow_arch if attack in ("shadow", "model-reconstruction") else ["same"]
-    return [base.model_copy(update={"split": split, "attack": attack, "attacker_data": d,
-                                    "shadow_arch": a}) for d in datas for a in archs]
+    return [
+        base.model_copy(
+            update={"split": split, "attack": attack, "attacker_data": d, "shadow_arch": a}
+        )
+        for d in datas
+        for a in archs
+    ]
 
 
 def _label(a: AttackConfig) -> str:
     text = f"{a.attack} @ {a.split}"
     if a.attack != "whitebox":
-        text += f" [{a.attacker_data}" + (f", {a.shadow_arch} net" if a.attack in
-                                           ("shadow", "model-reconstruction") else "") + "]"
+        text += (
+            f" [{a.attacker_data}"
+            + (f", {a.shadow_arch} net" if a.attack in ("shadow", "model-reconstruction") else "")
+            + "]"
+        )
     if a.defenses:
         text += f" vs {', '.join(a.defenses)}" + (" (aware)" if a.adaptive else "")
     return text
@@ -197,8 +256,14 @@ def _backward(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return lambda: module(x).sum().backward()
 
 
-def estimate_costs(cells: list[Cell], model: torch.nn.Module, input_shape: tuple[int, ...], *,
-                   attacker_pool: int, test_size: int) -> None:
+def estimate_costs(
+    cells: list[Cell],
+    model: torch.nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    attacker_pool: int,
+    test_size: int,
+) -> None:
     """Fill each cell's ``estimate_s`` from timings of this machine (a rough guide, ±2×)."""
     from splitleak.attacks.factory import inversion_settings
     from splitleak.models import split_model
@@ -215,8 +280,9 @@ def estimate_costs(cells: list[Cell], model: torch.nn.Module, input_shape: tuple
         assert a is not None
         if (cell.split, a.n_eval) not in step_cost:
             edge = split_model(model, at=cell.split).edge
-            x = torch.randn(a.n_eval if a.protocol == "random" else 10, *input_shape,
-                            requires_grad=True)
+            x = torch.randn(
+                a.n_eval if a.protocol == "random" else 10, *input_shape, requires_grad=True
+            )
             step_cost[(cell.split, a.n_eval)] = _time(_backward(edge, x))
         step = step_cost[(cell.split, a.n_eval)]
         table = "whitebox" if a.attack in ("whitebox", "model-reconstruction") else "surrogate"
@@ -224,7 +290,8 @@ def estimate_costs(cells: list[Cell], model: torch.nn.Module, input_shape: tuple
         samples = min(a.attacker_samples or attacker_pool, attacker_pool)
         train = samples * a.attack_epochs * per_sample
         cell.estimate_s = {"whitebox": steps * step, "inverse-network": 0.5 * train}.get(
-            a.attack, train + steps * step)
+            a.attack, train + steps * step
+        )
 
 
 @dataclass
@@ -237,7 +304,9 @@ class AuditOutcome:
     report: Path | None = None
 
 
-def prepare(cfg: AuditConfig, out: Path) -> tuple[Budget, VictimConfig, list[Cell], torch.nn.Module, Any]:
+def prepare(
+    cfg: AuditConfig, out: Path
+) -> tuple[Budget, VictimConfig, list[Cell], torch.nn.Module, Any]:
     """Resolve the budget and the grid, and estimate each cell (no training)."""
     from splitleak.data import load_dataset
     from splitleak.models.zoo import default_dataset, resolve_architecture
@@ -246,17 +315,22 @@ def prepare(cfg: AuditConfig, out: Path) -> tuple[Budget, VictimConfig, list[Cel
     dataset = cfg.dataset or default_dataset(cfg.model)
     test = load_dataset(dataset, "test", root=cfg.data_dir)
     arch = resolve_architecture(cfg.model, dataset=dataset, input_shape=test.shape)
-    victim_cfg = VictimConfig(model=cfg.model, dataset=dataset, data_dir=cfg.data_dir,
-                              checkpoint=cfg.checkpoint,
-                              train=TrainSettings(epochs=budget.victim_epochs))
+    victim_cfg = VictimConfig(
+        model=cfg.model,
+        dataset=dataset,
+        data_dir=cfg.data_dir,
+        checkpoint=cfg.checkpoint,
+        train=TrainSettings(epochs=budget.victim_epochs),
+    )
     model = arch.build()
     cells = build_grid(cfg, budget, victim_cfg, split_points(model))
     estimate_costs(cells, model, test.shape, attacker_pool=len(test), test_size=len(test))
     return budget, victim_cfg, cells, model, arch
 
 
-def write_manifest(out: Path, cfg: AuditConfig, budget: Budget, victim: Victim,
-                   cells: list[Cell]) -> dict[str, Any]:
+def write_manifest(
+    out: Path, cfg: AuditConfig, budget: Budget, victim: Victim, cells: list[Cell]
+) -> dict[str, Any]:
     """The audit's manifest: configuration, victim, split costs and the grid's cell keys.
 
     ``created`` is kept from the first run, so a resumed audit renders the same report.
@@ -265,14 +339,19 @@ def write_manifest(out: Path, cfg: AuditConfig, budget: Budget, victim: Victim,
     costs = split_costs(victim.model, victim.architecture.input_shape)
     manifest = {
         "format": "splitleak-audit/1",
-        "created": previous.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": previous.get("created")
+        or datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
         "budget": {"name": cfg.budget, **budget.model_dump(mode="json")},
-        "victim": {"architecture": victim.architecture.name, "dataset": victim.test.name,
-                   "test_accuracy": victim.meta.get("test_accuracy"),
-                   "test_images": len(victim.test), "epochs": victim.meta.get("epochs"),
-                   "checkpoint": str(victim.checkpoint), "description":
-                   victim.architecture.description},
+        "victim": {
+            "architecture": victim.architecture.name,
+            "dataset": victim.test.name,
+            "test_accuracy": victim.meta.get("test_accuracy"),
+            "test_images": len(victim.test),
+            "epochs": victim.meta.get("epochs"),
+            "checkpoint": str(victim.checkpoint),
+            "description": victim.architecture.description,
+        },
         "split_costs": [asdict(c) for c in costs],
         "cells": [c.describe() for c in cells],
         "versions": versions(),
@@ -283,8 +362,9 @@ def write_manifest(out: Path, cfg: AuditConfig, budget: Budget, victim: Victim,
 
 def run_cell(cell: Cell, victim: Victim, store: ResultStore, seed: int) -> None:
     if cell.kind == "accuracy":
-        accuracy_cell(victim, store, split=cell.split, defenses=cell.defenses, draws=cell.draws,
-                      seed=seed)
+        accuracy_cell(
+            victim, store, split=cell.split, defenses=cell.defenses, draws=cell.draws, seed=seed
+        )
     else:
         assert cell.attack is not None
         attack_cell(cell.attack, victim, store)
@@ -295,15 +375,21 @@ def assign_keys(cells: list[Cell], victim: Victim, seed: int) -> None:
 
     for cell in cells:
         if cell.kind == "accuracy":
-            cell.key = accuracy_key(victim, split=cell.split, defenses=cell.defenses,
-                                    draws=cell.draws, seed=seed)[0]
+            cell.key = accuracy_key(
+                victim, split=cell.split, defenses=cell.defenses, draws=cell.draws, seed=seed
+            )[0]
         else:
             assert cell.attack is not None
             cell.key = attack_key(cell.attack, victim)[0]
 
 
-def run_audit(cfg: AuditConfig, out: Path, *, on_cell: Callable[[Cell, bool], None] | None = None,
-              progress: Any = None) -> AuditOutcome:
+def run_audit(
+    cfg: AuditConfig,
+    out: Path,
+    *,
+    on_cell: Callable[[Cell, bool], None] | None = None,
+    progress: Any = None,
+) -> AuditOutcome:
     """Run every missing cell of the grid, storing each as it finishes, then the report.
 
     Args:
@@ -339,5 +425,7 @@ def check_out_dir(out: Path, cfg: AuditConfig) -> None:
     if (out / MANIFEST).is_file():
         previous = read_json(out / MANIFEST).get("config", {})
         if previous and previous != cfg.model_dump(mode="json"):
-            raise SplitleakError(f"{out} holds an audit with another configuration; "
-                                 "use another --out or the same options")
+            raise SplitleakError(
+                f"{out} holds an audit with another configuration; "
+                "use another --out or the same options"
+            )

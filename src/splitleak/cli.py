@@ -18,7 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Audit how much of an input an untrusted cloud rebuilds in split inference.",
 )
-console = Console()
+console = Console(soft_wrap=True)
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="mnist-net, cifar10-net, or path/to/file.py:factory")
@@ -209,12 +209,20 @@ def attack_cmd(
 ProfileOpt = Annotated[str, typer.Option(help="inversion settings: paper, authors-code, strong")]
 OutDirOpt = Annotated[Path, typer.Option(help="output folder (reruns reuse its finished cells)")]
 SplitOpt = Annotated[str, typer.Option("--split", "-s", help="layer name to cut after")]
-AttacksOpt = Annotated[str, typer.Option(help="comma-separated: whitebox, inverse-network, "
-                                         "model-reconstruction, shadow")]
+AttacksOpt = Annotated[
+    str,
+    typer.Option(help="comma-separated: whitebox, inverse-network, model-reconstruction, shadow"),
+]
 
 
-def _base(model: str, dataset: str | None, data_dir: Path | None, epochs: int, checkpoint:
-          Path | None, **attack: Any) -> tuple[Any, Any]:
+def _base(
+    model: str,
+    dataset: str | None,
+    data_dir: Path | None,
+    epochs: int,
+    checkpoint: Path | None,
+    **attack: Any,
+) -> tuple[Any, Any]:
     from splitleak.experiment import load_victim
 
     victim_cfg = _victim(model, dataset, data_dir, epochs, checkpoint)
@@ -224,15 +232,24 @@ def _base(model: str, dataset: str | None, data_dir: Path | None, epochs: int, c
 
 @app.command("defend")
 def defend_cmd(
-    model: ModelOpt = "mnist-net", split: SplitOpt = "ReLU2", profile: ProfileOpt = "paper",
-    family: Annotated[list[str] | None, typer.Option(
-        help="family:input|features:l1,l2,...[:relative|:rescale]; repeatable "
-        "(default: the IoTJ families)")] = None,
-    attacks: AttacksOpt = "whitebox", draws: Annotated[int, typer.Option(
-        help="defense draws for accuracy")] = 3,
+    model: ModelOpt = "mnist-net",
+    split: SplitOpt = "ReLU2",
+    profile: ProfileOpt = "paper",
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="family:input|features:l1,l2,...[:relative|:rescale]; repeatable "
+            "(default: the IoTJ families)"
+        ),
+    ] = None,
+    attacks: AttacksOpt = "whitebox",
+    draws: Annotated[int, typer.Option(help="defense draws for accuracy")] = 3,
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow epochs")] = 50,
-    dataset: DatasetOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = 10,
-    checkpoint: CkptOpt = None, seed: SeedOpt = 0,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = 10,
+    checkpoint: CkptOpt = None,
+    seed: SeedOpt = 0,
     set_: Annotated[list[str] | None, typer.Option("--set", help="inversion key=value")] = None,
     out: OutDirOpt = Path("runs/defend"),
 ) -> None:
@@ -240,32 +257,62 @@ def defend_cmd(
     from splitleak.studies import DEFAULT_FAMILIES, defense_study, parse_family
 
     families = [parse_family(f) for f in family] if family else list(DEFAULT_FAMILIES)
-    victim, base = _base(model, dataset, data_dir, epochs, checkpoint, split=split,
-                         profile=profile, seed=seed, attack_epochs=attack_epochs,
-                         overrides=_parse_overrides(set_ or []))
-    points = defense_study(victim, base, out, families=families, attacks=attacks.split(","),
-                           draws=draws, progress=True)
+    victim, base = _base(
+        model,
+        dataset,
+        data_dir,
+        epochs,
+        checkpoint,
+        split=split,
+        profile=profile,
+        seed=seed,
+        attack_epochs=attack_epochs,
+        overrides=_parse_overrides(set_ or []),
+    )
+    points = defense_study(
+        victim, base, out, families=families, attacks=attacks.split(","), draws=draws, progress=True
+    )
     table = Table("defense", "level", "attack", "aware", "accuracy", "PSNR", "SSIM")
     for p in points:
-        table.add_row(p["label"], f"{p['level']:g}", p["attack"], "yes" if p["adaptive"] else "no",
-                      f"{p['accuracy']:.4f}", f"{p['psnr']:.2f}", f"{p['ssim']:.3f}")
+        table.add_row(
+            p["label"],
+            f"{p['level']:g}",
+            p["attack"],
+            "yes" if p["adaptive"] else "no",
+            f"{p['accuracy']:.4f}",
+            f"{p['psnr']:.2f}",
+            f"{p['ssim']:.3f}",
+        )
     console.print(table)
     console.print(f"figures and records in {out}")
 
 
 @app.command("sweep-splits")
 def sweep_splits_cmd(
-    model: ModelOpt = "mnist-net", profile: ProfileOpt = "paper",
+    model: ModelOpt = "mnist-net",
+    profile: ProfileOpt = "paper",
     attacks: AttacksOpt = "whitebox,inverse-network,shadow",
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow epochs")] = 50,
-    dataset: DatasetOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = 10,
-    checkpoint: CkptOpt = None, seed: SeedOpt = 0, out: OutDirOpt = Path("runs/splits"),
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = 10,
+    checkpoint: CkptOpt = None,
+    seed: SeedOpt = 0,
+    out: OutDirOpt = Path("runs/splits"),
 ) -> None:
     """Attack every split point; chart PSNR/SSIM against depth with one grid row per split."""
     from splitleak.studies import split_study
 
-    victim, base = _base(model, dataset, data_dir, epochs, checkpoint, profile=profile,
-                         seed=seed, attack_epochs=attack_epochs)
+    victim, base = _base(
+        model,
+        dataset,
+        data_dir,
+        epochs,
+        checkpoint,
+        profile=profile,
+        seed=seed,
+        attack_epochs=attack_epochs,
+    )
     points = split_study(victim, base, out, attacks=attacks.split(","), progress=True)
     table = Table("split", "attack", "PSNR", "SSIM")
     for p in points:
@@ -276,7 +323,8 @@ def sweep_splits_cmd(
 
 @app.command("plan")
 def plan_cmd(
-    model: ModelOpt = "mnist-net", profile: ProfileOpt = "paper",
+    model: ModelOpt = "mnist-net",
+    profile: ProfileOpt = "paper",
     attacks: AttacksOpt = "whitebox",
     max_edge_macs: Annotated[int | None, typer.Option(help="edge compute budget")] = None,
     max_bytes: Annotated[int | None, typer.Option(help="max bytes sent per input")] = None,
@@ -285,28 +333,135 @@ def plan_cmd(
     feature_dtype: Annotated[str, typer.Option(help="dtype of the sent features")] = "float32",
     defense: Annotated[list[str] | None, typer.Option(help="family:location:level")] = None,
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow epochs")] = 50,
-    dataset: DatasetOpt = None, data_dir: DataDirOpt = None, epochs: EpochsOpt = 10,
-    checkpoint: CkptOpt = None, seed: SeedOpt = 0, out: OutDirOpt = Path("runs/plan"),
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    epochs: EpochsOpt = 10,
+    checkpoint: CkptOpt = None,
+    seed: SeedOpt = 0,
+    out: OutDirOpt = Path("runs/plan"),
 ) -> None:
     """Pick a split point: compute, bytes, accuracy and worst-case leakage per split."""
     from splitleak.planner import Constraints, format_table
     from splitleak.studies import plan_study
 
-    victim, base = _base(model, dataset, data_dir, epochs, checkpoint, profile=profile,
-                         seed=seed, attack_epochs=attack_epochs)
-    constraints = Constraints(max_edge_macs=max_edge_macs, max_feature_bytes=max_bytes,
-                              max_leakage=max_leakage, min_accuracy=min_accuracy)
-    plan = plan_study(victim, base, out, constraints=constraints, attacks=attacks.split(","),
-                      defenses=tuple(defense or ()), feature_dtype=feature_dtype, progress=True)
+    victim, base = _base(
+        model,
+        dataset,
+        data_dir,
+        epochs,
+        checkpoint,
+        profile=profile,
+        seed=seed,
+        attack_epochs=attack_epochs,
+    )
+    constraints = Constraints(
+        max_edge_macs=max_edge_macs,
+        max_feature_bytes=max_bytes,
+        max_leakage=max_leakage,
+        min_accuracy=min_accuracy,
+    )
+    plan = plan_study(
+        victim,
+        base,
+        out,
+        constraints=constraints,
+        attacks=attacks.split(","),
+        defenses=tuple(defense or ()),
+        feature_dtype=feature_dtype,
+        progress=True,
+    )
     rows = format_table(plan.rows, pareto=plan.pareto)
     table = Table(*rows[0].keys())
     for row in rows:
         table.add_row(*row.values())
     console.print(table)
     rec = plan.recommendation
-    console.print(f"recommended split: [bold]{rec.row.cost.split if rec.row else 'none'}[/] "
-                  f"— {rec.reason}")
+    console.print(
+        f"recommended split: [bold]{rec.row.cost.split if rec.row else 'none'}[/] — {rec.reason}"
+    )
     console.print(f"chart and records in {out}")
+
+
+@app.command("audit")
+def audit_cmd(
+    model: ModelOpt = "mnist-net",
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    checkpoint: CkptOpt = None,
+    budget: Annotated[
+        str, typer.Option(help="quick, standard or paper (smoke: tests only)")
+    ] = "quick",
+    seed: SeedOpt = 0,
+    max_edge_macs: Annotated[int | None, typer.Option(help="planner: edge compute budget")] = None,
+    max_bytes: Annotated[int | None, typer.Option(help="planner: max bytes per input")] = None,
+    max_leakage: Annotated[float | None, typer.Option(help="planner: max worst-case SSIM")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="planner: min accuracy")] = None,
+    out: Annotated[Path, typer.Option(help="audit folder; rerun to continue")] = Path("audit"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the grid and its cost")] = False,
+) -> None:
+    """Audit a model: split points × attacks × defenses, then the planner and an HTML report.
+
+    Finished cells are stored as they finish; rerun the same command after an interruption
+    to continue where it stopped.
+    """
+    from splitleak.audit import AuditConfig, check_out_dir, prepare, run_audit
+    from splitleak.progress import AuditProgress
+
+    cfg = AuditConfig(
+        model=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        checkpoint=checkpoint,
+        budget=budget,
+        seed=seed,
+        max_edge_macs=max_edge_macs,
+        max_feature_bytes=max_bytes,
+        max_leakage=max_leakage,
+        min_accuracy=min_accuracy,
+    )
+    if dry_run:
+        _print_grid(prepare(cfg, out)[2])
+        return
+    check_out_dir(out, cfg)
+    display = AuditProgress()
+    try:
+        outcome = run_audit(cfg, out, progress=display)
+    except KeyboardInterrupt:
+        display.stop()
+        console.print(
+            f"interrupted: finished cells are stored in {out}; rerun the same command to continue"
+        )
+        raise typer.Exit(130) from None
+    display.stop()
+    console.print(
+        f"computed {len(outcome.computed)} cells, reused {len(outcome.reused)}; "
+        f"report: {outcome.report}"
+    )
+
+
+def _print_grid(cells: list[Any]) -> None:
+    table = Table("#", "section", "cell", "estimate")
+    for i, c in enumerate(cells, 1):
+        table.add_row(str(i), c.section, c.label, f"{c.estimate_s:.1f} s")
+    console.print(table)
+    total = sum(c.estimate_s for c in cells)
+    console.print(
+        f"{len(cells)} cells, estimated {total / 60:.1f} min on this machine "
+        "(victim training not included)"
+    )
+
+
+@app.command("report")
+def report_cmd(directory: Annotated[Path, typer.Argument(help="an audit folder")]) -> None:
+    """Re-render an audit's report from its stored results alone."""
+    from splitleak.report.html import render_report
+
+    if not (directory / "audit.json").is_file():
+        raise SplitleakError(
+            f"{directory} is not an audit folder (no audit.json); "
+            "run `splitleak audit --out DIR` first"
+        )
+    console.print(f"report: {render_report(directory)}")
 
 
 @app.command("demo")
@@ -352,7 +507,9 @@ def main() -> None:
         from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising it
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except NoArgsIsHelpError as err:
         err.show()
         sys.exit(2)

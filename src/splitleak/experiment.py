@@ -164,7 +164,12 @@ def attack_cache(cfg: AttackConfig, victim: Victim) -> ModuleCache:
 
 @torch.no_grad()
 def defended_accuracy(
-    victim: Victim, *, split: str, defenses: tuple[str, ...], draws: int = 3, seed: int = 0,
+    victim: Victim,
+    *,
+    split: str,
+    defenses: tuple[str, ...],
+    draws: int = 3,
+    seed: int = 0,
     batch_size: int = 1000,
 ) -> list[float]:
     """Test accuracy of cloud(defended edge(x)) on the full test set, once per draw.

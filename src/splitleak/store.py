@@ -61,7 +61,9 @@ class ResultStore:
         try:
             return dict(json.loads(self._path(key, ".json").read_text()))
         except (OSError, json.JSONDecodeError) as err:
-            raise SplitleakError(f"result record {key} is unreadable ({err}); delete it and rerun") from None
+            raise SplitleakError(
+                f"result record {key} is unreadable ({err}); delete it and rerun"
+            ) from None
 
     def tensors(self, key: str) -> dict[str, torch.Tensor]:
         if self.root is None:

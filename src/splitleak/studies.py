@@ -14,9 +14,15 @@ from typing import Any
 
 from splitleak.config import AttackConfig
 from splitleak.experiment import Victim
-from splitleak.planner import Constraints, PlanRow, Recommendation, pareto_front, plan_rows
+from splitleak.planner import (
+    Constraints,
+    PlanRow,
+    Recommendation,
+    pareto_front,
+    plan_rows,
+    split_costs,
+)
 from splitleak.planner import recommend as recommend_split
-from splitleak.planner import split_costs
 from splitleak.records import write_json
 from splitleak.report.cell_grids import grid_from_cells
 from splitleak.report.planner_plot import plot_plan
@@ -46,36 +52,54 @@ def parse_family(text: str) -> DefenseFamily:
     levels = tuple(float(v) for v in parts[2].split(","))
     for level in levels:  # validate each level with the defense parser
         parse_defense(":".join([parts[0], parts[1], str(level), *parts[3:]]))
-    return DefenseFamily(parts[0], parts[1], levels, relative="relative" in parts[3:],
-                         rescale="rescale" in parts[3:])
+    return DefenseFamily(
+        parts[0], parts[1], levels, relative="relative" in parts[3:], rescale="rescale" in parts[3:]
+    )
 
 
 def defense_study(
-    victim: Victim, base: AttackConfig, out: Path, *,
-    families: Iterable[DefenseFamily] = DEFAULT_FAMILIES, attacks: Iterable[str] = ("whitebox",),
-    draws: int = 3, progress: bool = False,
+    victim: Victim,
+    base: AttackConfig,
+    out: Path,
+    *,
+    families: Iterable[DefenseFamily] = DEFAULT_FAMILIES,
+    attacks: Iterable[str] = ("whitebox",),
+    draws: int = 3,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Defense sweep + trade-off plots (non-adaptive and defense-aware) + one grid per family."""
     store = ResultStore(out)
     families = list(families)
-    points = defense_sweep(victim, base, families, store, attacks=attacks, draws=draws,
-                           progress=progress)
+    points = defense_sweep(
+        victim, base, families, store, attacks=attacks, draws=draws, progress=progress
+    )
     write_json(out / "defense_points.json", points)
     for attack in attacks:
         for aware in (False, True):
-            tradeoff_figure(points, out / f"tradeoff_{attack}_{'aware' if aware else 'naive'}",
-                            attack=attack, adaptive=aware)
+            tradeoff_figure(
+                points,
+                out / f"tradeoff_{attack}_{'aware' if aware else 'naive'}",
+                attack=attack,
+                adaptive=aware,
+            )
         for fam in families:
-            rows = [(f"{p['level']:g}" if p["level"] else "none", p["key"]) for p in points
-                    if p["label"] == fam.label and p["attack"] == attack and not p["adaptive"]]
+            rows = [
+                (f"{p['level']:g}" if p["level"] else "none", p["key"])
+                for p in points
+                if p["label"] == fam.label and p["attack"] == attack and not p["adaptive"]
+            ]
             grid_from_cells(store, rows, out / f"grid_{attack}_{fam.family}_{fam.location}.png")
     return points
 
 
 def split_study(
-    victim: Victim, base: AttackConfig, out: Path, *,
+    victim: Victim,
+    base: AttackConfig,
+    out: Path,
+    *,
     attacks: Iterable[str] = ("whitebox", "inverse-network", "shadow"),
-    splits: Iterable[str] | None = None, progress: bool = False,
+    splits: Iterable[str] | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Attack every split point; chart PSNR/SSIM against depth; one grid row per split."""
     store = ResultStore(out)
@@ -99,27 +123,47 @@ class Plan:
 
 
 def plan_study(
-    victim: Victim, base: AttackConfig, out: Path, *, constraints: Constraints,
-    attacks: Iterable[str] = ("whitebox",), defenses: tuple[str, ...] = (),
-    feature_dtype: str = "float32", progress: bool = False,
+    victim: Victim,
+    base: AttackConfig,
+    out: Path,
+    *,
+    constraints: Constraints,
+    attacks: Iterable[str] = ("whitebox",),
+    defenses: tuple[str, ...] = (),
+    feature_dtype: str = "float32",
+    progress: bool = False,
 ) -> Plan:
     """Per split point: cost, accuracy and worst-case leakage; Pareto set; recommendation."""
     import torch
 
     store = ResultStore(out)
-    points = split_study(victim, base.model_copy(update={"defenses": defenses}), out,
-                         attacks=attacks, progress=progress)
+    points = split_study(
+        victim,
+        base.model_copy(update={"defenses": defenses}),
+        out,
+        attacks=attacks,
+        progress=progress,
+    )
     leakage: dict[str, float] = {}
     for p in points:
         leakage[p["split"]] = max(leakage.get(p["split"], float("-inf")), p["ssim"])
-    accuracy = {s: accuracy_cell(victim, store, split=s, defenses=defenses,
-                                 seed=base.seed)["summary"]["mean"] for s in leakage}
-    costs = split_costs(victim.model, victim.architecture.input_shape,
-                        feature_dtype=getattr(torch, feature_dtype))
+    accuracy = {
+        s: accuracy_cell(victim, store, split=s, defenses=defenses, seed=base.seed)["summary"][
+            "mean"
+        ]
+        for s in leakage
+    }
+    costs = split_costs(
+        victim.model, victim.architecture.input_shape, feature_dtype=getattr(torch, feature_dtype)
+    )
     rows = plan_rows([c for c in costs if c.split in leakage], leakage=leakage, accuracy=accuracy)
     plan = Plan(rows, pareto_front(rows), recommend_split(rows, constraints))
-    plot_plan(rows, out / "plan", recommended=plan.recommendation.row,
-              title=f"{victim.architecture.name}: where to split")
+    plot_plan(
+        rows,
+        out / "plan",
+        recommended=plan.recommendation.row,
+        title=f"{victim.architecture.name}: where to split",
+    )
     write_json(out / "plan.json", plan_record(plan, constraints))
     return plan
 
@@ -130,7 +174,17 @@ def plan_record(plan: Plan, constraints: Constraints) -> dict[str, Any]:
 
     pareto = {r.cost.split for r in plan.pareto}
     rec = plan.recommendation
-    return {"constraints": asdict(constraints),
-            "rows": [{**asdict(r.cost), "accuracy": r.accuracy, "leakage": r.leakage,
-                      "pareto": r.cost.split in pareto} for r in plan.rows],
-            "recommended": rec.row.cost.split if rec.row else None, "reason": rec.reason}
+    return {
+        "constraints": asdict(constraints),
+        "rows": [
+            {
+                **asdict(r.cost),
+                "accuracy": r.accuracy,
+                "leakage": r.leakage,
+                "pareto": r.cost.split in pareto,
+            }
+            for r in plan.rows
+        ],
+        "recommended": rec.row.cost.split if rec.row else None,
+        "reason": rec.reason,
+    }

@@ -22,9 +22,11 @@ from splitleak.store import ResultStore, cell_key
 
 
 def _victim_id(victim: Victim) -> dict[str, Any]:
-    return {"checkpoint": str(victim.checkpoint.name if victim.checkpoint else None),
-            "architecture": victim.architecture.name,
-            "data": victim.meta.get("data_fingerprint")}
+    return {
+        "checkpoint": str(victim.checkpoint.name if victim.checkpoint else None),
+        "architecture": victim.architecture.name,
+        "data": victim.meta.get("data_fingerprint"),
+    }
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -33,43 +35,72 @@ def _to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def attack_key(cfg: AttackConfig, victim: Victim) -> tuple[str, dict[str, Any]]:
     """The store key of an attack cell, and the identity it hashes."""
-    identity = {"attack": cfg.model_dump(mode="json", exclude={"victim"}),
-                "victim": _victim_id(victim)}
+    identity = {
+        "attack": cfg.model_dump(mode="json", exclude={"victim"}),
+        "victim": _victim_id(victim),
+    }
     return cell_key("attack", identity), identity
 
 
-def accuracy_key(victim: Victim, *, split: str, defenses: tuple[str, ...], draws: int,
-                 seed: int) -> tuple[str, dict[str, Any]]:
+def accuracy_key(
+    victim: Victim, *, split: str, defenses: tuple[str, ...], draws: int, seed: int
+) -> tuple[str, dict[str, Any]]:
     """The store key of a defended-accuracy cell, and the identity it hashes."""
-    identity = {"split": split, "defenses": list(defenses), "draws": draws if defenses else 1,
-                "seed": seed, "victim": _victim_id(victim)}
+    identity = {
+        "split": split,
+        "defenses": list(defenses),
+        "draws": draws if defenses else 1,
+        "seed": seed,
+        "victim": _victim_id(victim),
+    }
     return cell_key("accuracy", identity), identity
 
 
-def attack_cell(cfg: AttackConfig, victim: Victim, store: ResultStore, *,
-                progress: bool = False) -> dict[str, Any]:
+def attack_cell(
+    cfg: AttackConfig, victim: Victim, store: ResultStore, *, progress: bool = False
+) -> dict[str, Any]:
     """Run (or read) one attack cell; its reconstructions are stored as uint8 pixels."""
     key, identity = attack_key(cfg, victim)
     if store.has(key):
         return store.get(key)
     run = run_attack(cfg, victim=victim, progress=progress)
-    record = {"kind": "attack", "identity": identity, "config": cfg.model_dump(mode="json"),
-              "summary": run.summary, "per_image": run.per_image, "timings": run.timings,
-              "queries_used": run.queries_used, "provenance": run.provenance}
-    store.put(key, record, {"x_hat": _to_uint8(run.reconstruction.images),
-                            "x": _to_uint8(run.reference)})
+    record = {
+        "kind": "attack",
+        "identity": identity,
+        "config": cfg.model_dump(mode="json"),
+        "summary": run.summary,
+        "per_image": run.per_image,
+        "timings": run.timings,
+        "queries_used": run.queries_used,
+        "provenance": run.provenance,
+    }
+    store.put(
+        key, record, {"x_hat": _to_uint8(run.reconstruction.images), "x": _to_uint8(run.reference)}
+    )
     return store.get(key) if store.root else {**record, "key": key}
 
 
-def accuracy_cell(victim: Victim, store: ResultStore, *, split: str, defenses: tuple[str, ...],
-                  draws: int = 3, seed: int = 0) -> dict[str, Any]:
+def accuracy_cell(
+    victim: Victim,
+    store: ResultStore,
+    *,
+    split: str,
+    defenses: tuple[str, ...],
+    draws: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Run (or read) the defended test accuracy of ``victim`` cut at ``split``."""
     key, identity = accuracy_key(victim, split=split, defenses=defenses, draws=draws, seed=seed)
     if store.has(key):
         return store.get(key)
     values = defended_accuracy(victim, split=split, defenses=defenses, draws=draws, seed=seed)
-    record = {"kind": "accuracy", "identity": identity, "values": values,
-              "summary": summarize(values).as_dict(), "test_images": len(victim.test)}
+    record = {
+        "kind": "accuracy",
+        "identity": identity,
+        "values": values,
+        "summary": summarize(values).as_dict(),
+        "test_images": len(victim.test),
+    }
     store.put(key, record, {})
     return store.get(key) if store.root else {**record, "key": key}
 
@@ -97,22 +128,34 @@ class DefenseFamily:
 
 
 def defense_sweep(
-    victim: Victim, base: AttackConfig, families: Iterable[DefenseFamily], store: ResultStore, *,
-    attacks: Iterable[str] = ("whitebox",), adaptive: Iterable[bool] = (False, True),
-    draws: int = 3, progress: bool = False,
+    victim: Victim,
+    base: AttackConfig,
+    families: Iterable[DefenseFamily],
+    store: ResultStore,
+    *,
+    attacks: Iterable[str] = ("whitebox",),
+    adaptive: Iterable[bool] = (False, True),
+    draws: int = 3,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Trade-off points: for each family and level, accuracy and each attack's PSNR/SSIM."""
     points = []
     for fam in families:
         for level in (0.0, *fam.levels):
             defenses = fam.spec(level)
-            acc = accuracy_cell(victim, store, split=base.split, defenses=defenses,
-                                draws=draws, seed=base.seed)
+            acc = accuracy_cell(
+                victim, store, split=base.split, defenses=defenses, draws=draws, seed=base.seed
+            )
             for attack in attacks:
                 for aware in adaptive if defenses else (False,):
-                    cfg = base.model_copy(update={"attack": attack, "defenses": defenses,
-                                                  "adaptive": aware,
-                                                  "overrides": _aware_overrides(base, fam, aware)})
+                    cfg = base.model_copy(
+                        update={
+                            "attack": attack,
+                            "defenses": defenses,
+                            "adaptive": aware,
+                            "overrides": _aware_overrides(base, fam, aware),
+                        }
+                    )
                     rec = attack_cell(cfg, victim, store, progress=progress)
                     points.append(_point(fam, level, acc, rec, attack, aware))
     return points
@@ -125,29 +168,60 @@ def _aware_overrides(base: AttackConfig, fam: DefenseFamily, aware: bool) -> dic
     return dict(base.overrides)
 
 
-def _point(fam: DefenseFamily, level: float, acc: dict[str, Any], rec: dict[str, Any],
-           attack: str, aware: bool) -> dict[str, Any]:
-    return {"family": fam.family, "location": fam.location, "label": fam.label, "level": level,
-            "accuracy": acc["summary"]["mean"], "accuracy_ci95": acc["summary"]["ci95"],
-            "attack": attack, "adaptive": aware, "psnr": rec["summary"]["psnr"]["mean"],
-            "ssim": rec["summary"]["ssim"]["mean"], "psnr_ci95": rec["summary"]["psnr"]["ci95"],
-            "ssim_ci95": rec["summary"]["ssim"]["ci95"], "key": rec["key"]}
+def _point(
+    fam: DefenseFamily,
+    level: float,
+    acc: dict[str, Any],
+    rec: dict[str, Any],
+    attack: str,
+    aware: bool,
+) -> dict[str, Any]:
+    return {
+        "family": fam.family,
+        "location": fam.location,
+        "label": fam.label,
+        "level": level,
+        "accuracy": acc["summary"]["mean"],
+        "accuracy_ci95": acc["summary"]["ci95"],
+        "attack": attack,
+        "adaptive": aware,
+        "psnr": rec["summary"]["psnr"]["mean"],
+        "ssim": rec["summary"]["ssim"]["mean"],
+        "psnr_ci95": rec["summary"]["psnr"]["ci95"],
+        "ssim_ci95": rec["summary"]["ssim"]["ci95"],
+        "key": rec["key"],
+    }
 
 
 def split_sweep(
-    victim: Victim, base: AttackConfig, store: ResultStore, *,
+    victim: Victim,
+    base: AttackConfig,
+    store: ResultStore,
+    *,
     attacks: Iterable[str] = ("whitebox", "inverse-network", "shadow"),
-    splits: Iterable[str] | None = None, progress: bool = False,
+    splits: Iterable[str] | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Attack every split point (or ``splits``) with each attack; one point per cell."""
     names = list(splits) if splits is not None else split_points(victim.model)
     points = []
     for depth, split in enumerate(names):
         for attack in attacks:
-            rec = attack_cell(base.model_copy(update={"split": split, "attack": attack}),
-                              victim, store, progress=progress)
-            points.append({"split": split, "depth": depth, "attack": attack,
-                           "psnr": rec["summary"]["psnr"]["mean"],
-                           "ssim": rec["summary"]["ssim"]["mean"], "key": rec["key"],
-                           "converged": rec["provenance"]["reconstruction_info"].get("converged")})
+            rec = attack_cell(
+                base.model_copy(update={"split": split, "attack": attack}),
+                victim,
+                store,
+                progress=progress,
+            )
+            points.append(
+                {
+                    "split": split,
+                    "depth": depth,
+                    "attack": attack,
+                    "psnr": rec["summary"]["psnr"]["mean"],
+                    "ssim": rec["summary"]["ssim"]["mean"],
+                    "key": rec["key"],
+                    "converged": rec["provenance"]["reconstruction_info"].get("converged"),
+                }
+            )
     return points

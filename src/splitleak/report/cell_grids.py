@@ -13,6 +13,7 @@ def grid_from_cells(store: ResultStore, rows: list[tuple[str, str]], dest: Path)
     images = [(label, store.tensors(key)) for label, key in rows]
     reference = images[0][1]["x"].float() / 255
     grid = [("input", reference)] + [(label, t["x_hat"].float() / 255) for label, t in images]
-    captions: list[list[str]] = [[]] + [[f"{p:.1f}" for p in store.get(key)["per_image"]["psnr"]]
-                       for _, key in rows]
+    captions: list[list[str]] = [[]] + [
+        [f"{p:.1f}" for p in store.get(key)["per_image"]["psnr"]] for _, key in rows
+    ]
     return save_image_grid(grid, dest, captions=captions)

