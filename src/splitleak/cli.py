@@ -163,6 +163,9 @@ def attack_cmd(
     shadow_arch: Annotated[str, typer.Option(help="query-free shadow: same or different")] = "same",
     query_budget: Annotated[int | None, typer.Option(help="max edge queries (black-box)")] = None,
     decoder: Annotated[str, typer.Option(help="inverse network: paper or auto")] = "paper",
+    defense: Annotated[list[str] | None, typer.Option(
+        help="edge defense family:input|features:level[:relative|:rescale]; repeatable")] = None,
+    adaptive: Annotated[bool, typer.Option(help="the attacker knows the defense")] = False,
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow training epochs")] = 50,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
@@ -199,6 +202,8 @@ def attack_cmd(
             seed=seed,
             decoder=decoder,
             attack_epochs=attack_epochs,
+            defenses=tuple(defense or ()),
+            adaptive=adaptive,
             overrides=_parse_overrides(set_ or []),
         )
     )
