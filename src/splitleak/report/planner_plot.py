@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 from splitleak.errors import InputError
 from splitleak.planner import RECOGNISABLE_SSIM, PlanRow, pareto_front
 from splitleak.records import atomic_path
+from splitleak.report.plots import METADATA, SVG_HASHSALT
 
 _PLAIN, _PARETO, _CHOSEN = "#9aa5b1", "#1f6feb", "#d1242f"
 
@@ -122,8 +123,8 @@ def plot_plan(
         paths = []
         for fmt in ("png", "svg"):
             dest = dest_stem.with_name(f"{dest_stem.name}.{fmt}")
-            with atomic_path(dest) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=130)
+            with atomic_path(dest) as tmp, plt.rc_context({"svg.hashsalt": SVG_HASHSALT}):
+                fig.savefig(tmp, format=fmt, dpi=130, metadata=METADATA[fmt])
             paths.append(dest)
     finally:
         plt.close(fig)
