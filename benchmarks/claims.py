@@ -141,7 +141,16 @@ def claim_4(
 def claim_5(
     victim: Any, victim_cfg: VictimConfig, store: ResultStore, args: Any
 ) -> tuple[list[str], Any]:
-    points = defense_points(victim, victim_cfg, store, args.profile)
+    # A finer sweep than the paper's rows, to find where SSIM crosses 0.25.
+    fine = DefenseFamily("dropout", "features", (0.5, 0.55, 0.6, 0.65, 0.7, 0.9))
+    overrides = AUTHORS_DEFENSE_ATTACK if args.profile == "authors-logged" else {}
+    base = AttackConfig(
+        victim=victim_cfg,
+        split="ReLU2",
+        overrides=overrides,
+        profile="authors-code" if args.profile == "authors-logged" else args.profile,
+    )
+    points = defense_sweep(victim, base, [fine], store, draws=3)
     lines = []
     for aware in (False, True):
         rows = [
