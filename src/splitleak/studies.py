@@ -49,9 +49,9 @@ def parse_family(text: str) -> DefenseFamily:
     parts = text.split(":")
     if len(parts) < 3:
         raise unknown_name("defense family", text, ["family:input|features:l1,l2,..."])
+    for level in parts[2].split(","):  # validate each level with the defense parser
+        parse_defense(":".join([parts[0], parts[1], level, *parts[3:]]))
     levels = tuple(float(v) for v in parts[2].split(","))
-    for level in levels:  # validate each level with the defense parser
-        parse_defense(":".join([parts[0], parts[1], str(level), *parts[3:]]))
     return DefenseFamily(
         parts[0], parts[1], levels, relative="relative" in parts[3:], rescale="rescale" in parts[3:]
     )

@@ -80,6 +80,19 @@ class QueryAccess:
         self.budget = budget
         self.queries_used = 0
 
+    def charge(self, n: int) -> None:
+        """Count ``n`` queries, refusing them if they exceed the budget.
+
+        Attacks call this when they reuse a cached model trained on the same queries, so
+        the budget and the count are the same as if they had queried again.
+        """
+        if self.budget is not None and self.queries_used + n > self.budget:
+            raise QueryBudgetExceeded(
+                f"query budget of {self.budget} exceeded ({self.queries_used} used, "
+                f"{n} more asked); raise --query-budget or use fewer attacker samples"
+            )
+        self.queries_used += n
+
     @torch.no_grad()
     def query(self, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
         """Features of normalised inputs ``x``.  Shapes: (N, C, H, W) -> (N, *feature_shape)."""
@@ -87,12 +100,7 @@ class QueryAccess:
             raise InputError(
                 f"queries must have shape (N, {self.inputs.shape}), got {tuple(x.shape)}"
             )
-        if self.budget is not None and self.queries_used + len(x) > self.budget:
-            raise QueryBudgetExceeded(
-                f"query budget of {self.budget} exceeded ({self.queries_used} used, "
-                f"{len(x)} more asked); raise --query-budget or use fewer attacker samples"
-            )
-        self.queries_used += len(x)
+        self.charge(len(x))
         return torch.cat([self.__edge(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 

@@ -104,6 +104,8 @@ class InverseNetwork:
         self.decoder_, self.meta_, self.reused_ = cache.get_or_train(
             "decoder", decoder, {**self.hyperparameters(), "data": data.describe()}, train
         )
+        if self.reused_:  # the cached decoder was trained on these same queries
+            access.charge(len(x))
         return self
 
     @torch.no_grad()

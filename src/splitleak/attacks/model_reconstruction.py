@@ -62,4 +62,6 @@ class ModelReconstruction(SurrogateInversion):
             return {"loss_history": history}
 
         self._train_shadow("imitation", data, access.inputs, access.feature_shape, train)
+        if self.reused_:  # the cached shadow was trained on these same queries
+            access.charge(len(x))
         return self

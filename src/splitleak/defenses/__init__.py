@@ -5,7 +5,7 @@ from __future__ import annotations
 from splitleak.defenses.base import DefendedEdge, Defense, Location, describe
 from splitleak.defenses.dropout import Dropout
 from splitleak.defenses.noise import GaussianNoise, LaplaceNoise
-from splitleak.errors import unknown_name
+from splitleak.errors import SplitleakError, unknown_name
 
 FAMILIES: dict[str, type] = {"gaussian": GaussianNoise, "laplace": LaplaceNoise, "dropout": Dropout}
 
@@ -22,7 +22,11 @@ def make_defense(
     if family not in FAMILIES:
         raise unknown_name("defense", family, list(FAMILIES))
     if family == "dropout":
+        if not 0 <= level < 1:
+            raise SplitleakError(f"dropout rate must be in [0, 1), got {level:g}")
         return Dropout(level, location=location, rescale=rescale)
+    if level < 0:
+        raise SplitleakError(f"{family} noise level must be >= 0, got {level:g}")
     noise: Defense = FAMILIES[family](level, location=location, relative=relative)
     return noise
 
@@ -39,6 +43,9 @@ def parse_defense(text: str) -> Defense:
     except ValueError:
         raise unknown_name("defense level", parts[2], ["a number"]) from None
     flags = set(parts[3:])
+    allowed = {"rescale"} if parts[0] == "dropout" else {"relative"}
+    if flags - allowed:
+        raise unknown_name(f"{parts[0]} flag", sorted(flags - allowed)[0], sorted(allowed))
     return make_defense(
         parts[0],
         level,
