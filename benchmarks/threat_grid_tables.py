@@ -7,8 +7,8 @@ Every measured cell is printed beside the published one, with wall time, and the
 of claims 2 and 3 of paper_results.md is stated from the measured numbers. Trained
 decoders and shadows are cached, so a rerun only re-evaluates.
 
-``--cpu-profile`` (for CIFAR-10 on a laptop CPU) reduces: attacker samples to 5,000, decoder
-and shadow training to 10 epochs, and evaluation to the paper protocol.
+``--cpu-profile`` (for CIFAR-10 on a laptop CPU) reduces: attacker samples to 2,000, decoder
+and shadow training to 5 epochs, and evaluation to the paper protocol.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--cpu-profile", action="store_true", help="CIFAR-sized reductions")
     args = parser.parse_args()
     if args.cpu_profile:
-        args.attacker_samples, args.attack_epochs, args.protocols = 5000, 10, "paper"
+        args.attacker_samples, args.attack_epochs, args.protocols = 2000, 5, "paper"
     started = time.perf_counter()
     victim_cfg = VictimConfig(
         model=args.model, data_dir=args.data_dir, train=TrainSettings(epochs=args.epochs)

@@ -1,26 +1,22 @@
 """The audit report: one self-contained HTML page rendered from the stored results alone.
 
-:func:`render_report` reads only ``audit.json`` and ``cells/`` (through
-:func:`~splitleak.report.results.assemble`), so ``splitleak report DIR`` rebuilds the same
-page anywhere. Every image is embedded as a ``data:`` URI and the CSS is inline: the page
-makes no request and opens offline. Rendering is deterministic: the same stored results give
-byte-identical ``report.html`` and ``results.json``.
+It reads only what :func:`~splitleak.report.results.assemble` derives from ``audit.json`` and
+``cells/``; images are ``data:`` URIs and the CSS is inline, so the page opens offline; the
+same stored results give byte-identical ``report.html`` and ``results.json``.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import fields
-from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import torch
 
 from splitleak.checks import check
@@ -34,27 +30,23 @@ from splitleak.store import ResultStore
 
 Row = dict[str, Any]
 GRID_IMAGES = 10  # images per grid row, whatever the number of evaluated images
-FIGURES_VERSION = "1"  # bump when a figure's drawing code changes, to redraw cached figures
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
- margin:0 auto;max-width:1180px;padding:0 24px 48px;color:#1f2328;line-height:1.45}
-header{border-bottom:2px solid #d0d7de;padding:16px 0 8px}
-h1{font-size:1.6em;margin:0 0 4px}h2{border-bottom:1px solid #d0d7de;padding-bottom:4px;
- margin-top:36px}h3{font-size:1.05em;margin:20px 0 6px}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0 auto;
+ max-width:1180px;padding:0 24px 48px;color:#1f2328;line-height:1.45}h1{font-size:1.6em}
+header{border-bottom:2px solid #d0d7de}h2{border-bottom:1px solid #d0d7de;margin-top:36px}
 nav a{margin-right:14px;color:#0969da;text-decoration:none}.muted{color:#59636e;font-size:.9em}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.86em;margin:8px 0}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f6f8fa}tr:nth-child(even){background:#fafbfc}td.n{text-align:right;
- font-variant-numeric:tabular-nums;white-space:nowrap}tr.rec td{background:#fff8c5}
-.v{padding:1px 8px;border-radius:10px;font-weight:600;font-size:.92em;white-space:nowrap}
+th{background:#f6f8fa}tr:nth-child(even){background:#fafbfc}tr.rec td{background:#fff8c5}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.v{padding:1px 8px;border-radius:10px;font-weight:600;white-space:nowrap}
 .v-exposed{background:#ffebe9;color:#a40e26}.v-borderline{background:#fff8c5;color:#7d4e00}
-.v-hidden{background:#dafbe1;color:#116329}.banner{border:2px solid #cf222e;
- background:#ffebe9;padding:10px 16px;border-radius:6px;margin:16px 0}
+.v-hidden{background:#dafbe1;color:#116329}.v-warning{color:#a40e26}.v-info{color:#0969da}
+.banner{border:2px solid #cf222e;background:#ffebe9;padding:10px 16px;border-radius:6px}
 .ok{border:1px solid #1a7f37;background:#dafbe1;padding:6px 12px;border-radius:6px}
-.v-warning{color:#a40e26}.v-info{color:#0969da}
-figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #eaeef2}
-figcaption{font-size:.85em;color:#59636e}pre{background:#f6f8fa;padding:8px;
- overflow-x:auto;font-size:.82em}dl{display:grid;grid-template-columns:max-content auto;
+figure{margin:12px 0}img{max-width:100%;height:auto}figcaption{font-size:.85em;color:#59636e}
+pre{background:#f6f8fa;padding:8px;margin:0;font-size:.85em;white-space:pre-wrap;
+ overflow-wrap:anywhere}dl{display:grid;grid-template-columns:max-content minmax(0,1fr);
  gap:4px 16px}dt{font-weight:600}dd{margin:0}
 """
 _COLUMNS = {  # header=spec per column (spec: see _cell)
@@ -66,29 +58,24 @@ _COLUMNS = {  # header=spec per column (spec: see _cell)
     "defenses": "attack=attack|defense=label|level=level_text|accuracy=accuracy±3|"
     "draws=accuracy_draws|naive PSNR=naive_psnr:2|naive SSIM=naive_ssim:3|"
     "aware PSNR=aware_psnr:2|aware SSIM=aware_ssim:3|worse for the defender=worse",
-    "warnings": "severity=severity_badge|code=code|message=message|cells=cell_labels",
+    "warnings": "severity=severity!|code=code|message=message|cells=cell_labels",
 }
 _TEXT = {  # prose of the page; {placeholders} are filled per audit
     "rule": f"Verdict: exposed above {RECOGNISABLE_PSNR:g} dB PSNR or {RECOGNISABLE_SSIM:g} SSIM "
-    f"(He et al. find such reconstructions recognisable), hidden below {HIDDEN_SSIM:g} SSIM, "
-    "borderline between. PSNR is the best over the attacks at the split point; the worst attack "
-    "is the one with the highest SSIM.",
+    f"(recognisable, He et al.), hidden below {HIDDEN_SSIM:g} SSIM, borderline between; PSNR is "
+    "the best at the split point, the worst attack the one with the highest SSIM.",
     "exposed": "the cloud rebuilt recognisable inputs: do not cut there without a defense",
     "borderline": "the reconstructions are blurred, but coarse shapes may still show",
     "hidden": "no attack came near a recognisable image",
-    "caveat": "These verdicts hold for the attacks of the '{budget}' budget only: a stronger "
-    "attacker can only do better, so hidden means that no attack here succeeded, not that none "
-    "can.",
-    "attacks": "± is the 95% confidence interval over the evaluated images. Paper: He, Zhang and "
-    "Lee (ACSAC 2019) in the same setting, where it has one.",
-    "defenses": "Defenses at split point {split}. Naive: the attacker ignores the defense; "
-    "defense-aware: the attack is adapted to it. The worse of the two is the defender's real "
-    "exposure.",
-    "pareto": "★ marks the Pareto front (no other split point has at once fewer edge MACs, fewer "
-    "bytes, lower leakage and higher accuracy); the recommended row is highlighted. Leakage is "
-    "the worst-case SSIM over the attacks at the split point.",
-    "banner": "Rerun the same command to compute only the missing cells (DIR: this report's "
-    "folder):",
+    "caveat": "These verdicts hold for the '{budget}' budget's attacks only: a stronger attacker "
+    "can only do better, so hidden means that no attack here succeeded, not that none can.",
+    "attacks": "± is the 95% confidence interval over the images. Paper: He, Zhang and Lee "
+    "(ACSAC 2019), in the same setting, where it has one.",
+    "defenses": "Defenses at split point {split}. Naive: the attack ignores the defense; aware: "
+    "it is adapted to it. The worse of the two is the defender's real exposure.",
+    "pareto": "★: the Pareto front (no other split point has at once fewer edge MACs and bytes, "
+    "lower leakage and higher accuracy); highlighted: the recommendation. Leakage: the worst "
+    "SSIM over the attacks at the split point.",
 }
 
 
@@ -100,9 +87,10 @@ def _esc(value: object) -> str:
     return value if isinstance(value, Raw) else html.escape(str(value))
 
 
-def _tag(name: str, text: str, cls: str = "") -> Raw:
+def _tag(name: str, text: object, cls: str = "") -> Raw:
     """``<name class=cls>text</name>`` with ``text`` escaped."""
-    return Raw(f"<{name}{f' class={cls!r}' if cls else ''}>{_esc(text)}</{name}>")
+    attr = f' class="{_esc(cls)}"' if cls else ""
+    return Raw(f"<{name}{attr}>{_esc(text)}</{name}>")
 
 
 def _num(value: float | None, digits: int = 2) -> str:
@@ -112,41 +100,31 @@ def _num(value: float | None, digits: int = 2) -> str:
     return ("∞" if value > 0 else "−∞") if math.isinf(value) else f"{value:.{digits}f}"
 
 
-def _pm(row: Row, key: str, digits: int) -> str:
-    """``row[key] ± row[key_ci95]``; the CI is left out where it is unknown."""
-    ci = row.get(f"{key}_ci95")
-    return _num(row[key], digits) + ("" if ci is None else f" ± {_num(ci, digits)}")
-
-
 def _cell(row: Row, spec: str) -> object:
-    """What a column spec shows of ``row``: ``key``, ``key:N`` (N decimals), ``key±N`` (with
-    its ``key_ci95``) or ``key!`` (a coloured badge); None shows as —."""
+    """What a column spec shows of ``row``: ``key``, ``key:N`` (N decimals), ``key±N`` (and
+    ± its ``key_ci95`` where known) or ``key!`` (a coloured badge); None shows as —."""
     key, digits = [*spec.replace("±", ":").split(":"), ""][:2]
+    ci = row.get(f"{key}_ci95") if "±" in spec else None
     if digits:
-        return _pm(row, key, int(digits)) if "±" in spec else _num(row.get(key), int(digits))
+        text = _num(row.get(key), int(digits))
+        return text if ci is None else f"{text} ± {_num(ci, int(digits))}"
     if key.endswith("!"):
         return _tag("span", row[key[:-1]], f"v v-{row[key[:-1]]}")
     return "—" if row.get(key) is None else row[key]
 
 
-def _td(value: object) -> str:
-    """A table cell; numbers (text starting with a digit or ∞) are right-aligned."""
-    text = _esc(value)
-    numeric = not isinstance(value, Raw) and text[:1] != "" and text[0] in "0123456789∞−"
-    return f'<td class="n">{text}</td>' if numeric else f"<td>{text}</td>"
-
-
-def _table(columns: str, rows: Iterable[Row], highlight: int | None = None) -> str:
+def _table(columns: str, rows: Iterable[Row], highlight: int = -1) -> str:
     """An HTML table; ``columns``: ``header=spec|...`` (see :func:`_cell`); text is escaped."""
     pairs = [c.split("=") for c in columns.split("|")]
-    head = "".join(f"<th>{_esc(name)}</th>" for name, _ in pairs)
-    body = "".join(
-        ('<tr class="rec">' if i == highlight else "<tr>")
-        + "".join(_td(_cell(r, spec)) for _, spec in pairs)
-        + "</tr>\n"
-        for i, r in enumerate(rows)
-    )
-    return f'<div class="scroll"><table>\n<tr>{head}</tr>\n{body}</table></div>'
+    body = "<tr>" + "".join(_tag("th", name) for name, _ in pairs) + "</tr>\n"
+    for i, row in enumerate(rows):
+        body += '<tr class="rec">' if i == highlight else "<tr>"
+        for value in (_cell(row, spec) for _, spec in pairs):
+            text = "" if isinstance(value, Raw) else str(value)  # short numbers: right-aligned
+            numeric = text[:1] in tuple("0123456789∞−") and len(text) < 20
+            body += _tag("td", value, "n") if numeric else _tag("td", value)
+        body += "</tr>\n"
+    return f'<div class="scroll"><table>\n{body}</table></div>'
 
 
 def _dl(items: dict[str, str]) -> str:
@@ -161,10 +139,6 @@ def _figure(path: Path, caption: str) -> str:
     return f"<figure>{img}{_tag('figcaption', caption)}</figure>"
 
 
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
-
-
 def json_safe(obj: Any) -> Any:
     """``obj`` with tuples as lists and non-finite floats as the strings "inf", "-inf", "nan"."""
     if isinstance(obj, dict):
@@ -177,47 +151,10 @@ def json_safe(obj: Any) -> Any:
 class _Preview(ResultStore):
     """A read view of an audit's store that gives only the first ``limit`` images of a cell."""
 
-    def __init__(self, root: Path, limit: int) -> None:
-        super().__init__(root)
-        self.limit = limit
+    limit = GRID_IMAGES
 
     def tensors(self, key: str) -> dict[str, torch.Tensor]:
         return {k: v[: self.limit] for k, v in super().tensors(key).items()}
-
-    def files(self, key: str) -> list[Path]:
-        """The cell's record and its reconstructions."""
-        return [self._path(key, ".json"), self._path(key, ".safetensors")]
-
-    def stored(self, rows: Iterable[Row]) -> list[Row]:
-        """The rows whose reconstructions are stored."""
-        return [r for r in rows if self.files(r["key"])[1].is_file()]
-
-
-def _drawn(
-    stem: Path, kinds: str, inputs: Any, draw: Callable[[], object], files: Sequence[Path] = ()
-) -> Path:
-    """``stem.<first of kinds>`` (``kinds``: what ``draw`` writes, e.g. "png svg"), if new.
-
-    The hash of ``inputs`` (JSON data) and ``files`` (stored cells, which never change) is kept
-    in ``.NAME.inputs``; the same hash reuses the figure, so an unchanged audit re-renders fast.
-    """
-    text = json.dumps([FIGURES_VERSION, matplotlib.__version__, inputs, [f.name for f in files]])
-    digest = hashlib.sha256(text.encode())
-    for path in files:
-        digest.update(path.read_bytes() if path.is_file() else b"missing")
-    outputs = [stem.with_name(f"{stem.name}.{kind}") for kind in kinds.split()]
-    stamp = stem.with_name(f".{stem.name}.inputs")
-    if not all(p.is_file() for p in [stamp, *outputs]) or stamp.read_text() != digest.hexdigest():
-        draw()
-        write_text(stamp, digest.hexdigest())
-    return outputs[0]
-
-
-def _grid(store: _Preview, rows: list[tuple[str, str]], stem: Path, caption: str) -> str:
-    """A figure of a reference row and one row per ``(label, key)`` cell (grid_from_cells)."""
-    files = [f for _, key in rows for f in store.files(key)]
-    draw = partial(grid_from_cells, store, rows, stem.with_name(f"{stem.name}.png"))
-    return _figure(_drawn(stem, "png", [store.limit, rows], draw, files), caption)
 
 
 def _variant(row: Row) -> str:
@@ -238,12 +175,13 @@ def _banner(results: Row) -> str:
         return _tag("p", f"Complete: all {n} cells of the grid are stored.", "ok")
     flag = {"max_feature_bytes": "max-bytes"}  # the CLI's option names, where they differ
     options = [f"--{flag.get(k, k.replace('_', '-'))} {v}" for k, v in config.items() if v]
-    command = " ".join(["splitleak audit", *options, "--out DIR"])
-    items = "".join(_tag("li", label) for label in results["missing"])
+    command, missing = " ".join(["splitleak audit", *options, "--out DIR"]), results["missing"]
+    items = "".join(_tag("li", label) for label in missing[:20])
+    items += _tag("li", f"… and {len(missing) - 20} more") if len(missing) > 20 else ""
     return (
-        f'<div class="banner" role="alert"><strong>Incomplete audit:</strong> '
-        f"{len(results['missing'])} of {n} cells are missing and the numbers below leave them "
-        f"out:<ul>{items}</ul>{_esc(_TEXT['banner'])}{_tag('pre', command)}</div>"
+        f'<div class="banner" role="alert"><strong>Incomplete audit:</strong> {len(missing)} of '
+        f"{n} cells are missing and the numbers below leave them out:<ul>{items}</ul>Rerun the "
+        f"same command (DIR: this report's folder) to compute them:{_tag('pre', command)}</div>"
     )
 
 
@@ -269,11 +207,11 @@ def _summary(results: Row) -> str:
     victim, budget = m["victim"], m["budget"]
     accuracy = _num(victim.get("test_accuracy"), 4) + (f" (published: {pub:.4f})" if pub else "")
     facts = {
-        "model": f"{victim['architecture']} — {victim.get('description', '')}",
+        "model": f"{victim['architecture']} — {victim.get('description', '')}; trained "
+        f"{victim.get('epochs')} epoch(s)",
         "dataset": f"{victim['dataset']} ({victim.get('test_images')} test images)",
         "budget": f"{budget['name']} — {budget.get('description', '')}",
         "victim test accuracy": accuracy,
-        "victim training": f"{victim.get('epochs')} epoch(s)",
     }
     return (
         _dl({k: _esc(v) for k, v in facts.items()})
@@ -299,21 +237,22 @@ def _attacks(results: Row) -> str:
 def _grids(results: Row, store: _Preview, figures: Path) -> str:
     """One grid per attack: the inputs, then one row per split point (worst-case variant)."""
     depth, out = {c["split"]: c["depth"] for c in results["manifest"]["split_costs"]}, []
-    for attack in dict.fromkeys(a["attack"] for a in _main_attacks(results)):
-        mine = store.stored(a for a in _main_attacks(results) if a["attack"] == attack)
+    stored = [a for a in _main_attacks(results) if store.tensors(a["key"])]
+    for attack in dict.fromkeys(a["attack"] for a in stored):
+        mine = [a for a in stored if a["attack"] == attack]
         many = len({_variant(a) for a in mine}) > 1
         worst = {a["split"]: a for a in sorted(mine, key=lambda a: a["ssim"])}  # the highest last
         ordered = sorted(worst.items(), key=lambda kv: depth.get(kv[0], 0))
         rows = [(s + (f" [{_variant(a)}]" if many else ""), a["key"]) for s, a in ordered]
+        path = grid_from_cells(store, rows, figures / f"grid-attack-{attack}.png")
         caption = f"{attack}: the inputs, then one row per split point; PSNR (dB) under each image"
-        if rows:
-            grid = _grid(store, rows, figures / f"grid-attack-{_slug(attack)}", caption)
-            out.append(_tag("h3", attack) + grid)
+        out.append(_tag("h3", attack) + _figure(path, caption))
     return "".join(out) or _tag("p", "No stored reconstructions to show.")
 
 
 def _split_sweep(results: Row, figures: Path) -> str:
-    depth = {c["split"]: c["depth"] for c in results["manifest"]["split_costs"]}
+    """The split-sweep chart; x is the rank among the attacked splits (the chart's ticks)."""
+    depth = {s["split"]: i for i, s in enumerate(results["splits"])}
     rows, points = _main_attacks(results), []
     for a in rows:
         many = len({_variant(b) for b in rows if b["attack"] == a["attack"]}) > 1
@@ -322,8 +261,7 @@ def _split_sweep(results: Row, figures: Path) -> str:
         points[-1] |= {"psnr": a["psnr"], "ssim": a["ssim"]}
     if not points:
         return _tag("p", "No attack cell has finished yet.")
-    stem = figures / "split-sweep"
-    path = _drawn(stem, "png svg", points, partial(split_sweep_figure, points, stem))
+    path = split_sweep_figure(points, figures / "split-sweep")[0]
     return _figure(path, "PSNR and SSIM of each attack by split point (figures/split-sweep.svg)")
 
 
@@ -349,65 +287,53 @@ def _defense_table(points: list[Row]) -> str:
     return _table(_COLUMNS["defenses"], rows)
 
 
-def _defense_grid(points: list[Row], label: str, store: _Preview, figures: Path) -> str:
-    """The inputs, then one row per attack, level and mode of one defense family."""
-    several = len({p["attack"] for p in points}) > 1
-    mine = store.stored(p for p in points if p["label"] == label)
-    mine.sort(key=lambda p: (p["attack"], p["level"], bool(p["adaptive"])))
-    level = {p["key"]: f"{p['level']:g}" if p["level"] else "none" for p in mine}
-    rows = [
-        (f"{p['attack']} " * several + level[p["key"]] + " aware" * p["adaptive"], p["key"])
-        for p in mine
-    ]
-    caption = f"{label}: the inputs, then reconstructions by level (none: undefended)"
-    path = figures / f"grid-defense-{_slug(label)}"
-    return _tag("h3", label) + _grid(store, rows, path, caption) if rows else ""
-
-
 def _defenses(results: Row, store: _Preview, figures: Path) -> str:
+    """Trade-off charts (naive, aware), the table of points, and one grid per family."""
     points = results["defenses"]
     if not points:
         return _tag("p", "This audit's budget runs no defense.")
-    out = [_tag("p", _TEXT["defenses"].format(split=points[0]["split"]))]
+    out: list[str] = [_tag("p", _TEXT["defenses"].format(split=points[0]["split"]))]
     charted = [p for p in points if p["accuracy"] is not None]
-    for attack in sorted({p["attack"] for p in points}):
-        for aware in (False, True):
-            mine = [p for p in charted if p["attack"] == attack and p["adaptive"] == aware]
-            if not any(p["level"] for p in mine):
-                continue
-            stem = figures / f"tradeoff-{_slug(attack)}-{'aware' if aware else 'naive'}"
-            draw = partial(tradeoff_figure, charted, stem, attack=attack, adaptive=aware)
-            path = _drawn(stem, "png svg", [charted, attack, aware], draw)
+    attacks = sorted({p["attack"] for p in points})
+    for attack, aware in ((attack, aware) for attack in attacks for aware in (False, True)):
+        if any(p["level"] and p["attack"] == attack and p["adaptive"] == aware for p in charted):
+            stem = figures / f"tradeoff-{attack}-{'aware' if aware else 'naive'}"
+            path = tradeoff_figure(charted, stem, attack=attack, adaptive=aware)[0]
             out.append(_figure(path, f"accuracy against leakage (figures/{stem.name}.svg)"))
     out.append(_defense_table(points))
-    out += [_defense_grid(points, x, store, figures) for x in sorted({p["label"] for p in points})]
+    ordered = sorted(points, key=itemgetter("attack", "level", "adaptive"))
+    for label in sorted({p["label"] for p in points}):
+        mine = [p for p in ordered if p["label"] == label and store.tensors(p["key"])]
+        if not mine:  # reconstructions deleted: no grid
+            continue
+        names = [f"{p['attack']} " * (len(attacks) > 1) + f"{p['level']:g}" for p in mine]
+        rows = [(n + " aware" * p["adaptive"], p["key"]) for n, p in zip(names, mine, strict=True)]
+        path = grid_from_cells(store, rows, figures / f"grid-defense-{label.replace(' ', '-')}.png")
+        caption = f"{label}: the inputs, then reconstructions by level (0: undefended)"
+        out.append(_tag("h3", label) + _figure(path, caption))
     return "".join(out)
 
 
 def _planner(results: Row, figures: Path) -> str:
-    plan, names = results["plan"], [f.name for f in fields(SplitCost)]
-    costs = [
-        {k: r[k] for k in names} | {"feature_shape": tuple(r["feature_shape"])}
-        for r in plan["rows"]
-    ]
-    rows = [
-        PlanRow(SplitCost(**c), r["accuracy"], r["leakage"])
-        for c, r in zip(costs, plan["rows"], strict=True)
-    ]
+    plan, names = results["plan"], {f.name for f in fields(SplitCost)}
+    rows, front = [], []
+    for r in plan["rows"]:
+        cost = {k: r[k] for k in names} | {"feature_shape": tuple(r["feature_shape"])}
+        rows.append(PlanRow(SplitCost(**cost), r["accuracy"], r["leakage"]))
+        front += rows[-1:] if r["pareto"] else []
     if not rows:
         return _tag("p", f"No plan: {plan['reason']}.")
-    table = format_table(rows, pareto=[r for r in rows if plan["rows"][rows.index(r)]["pareto"]])
+    table = format_table(rows, pareto=front)
     chosen = next((r for r in rows if r.split == plan["recommended"]), None)
     limits = ", ".join(f"{k}={v}" for k, v in sorted(plan["constraints"].items()) if v is not None)
     title = f"{results['manifest']['victim']['architecture']}: where to split"
-    draw = partial(plot_plan, rows, figures / "plan", recommended=chosen, title=title)
-    path = _drawn(figures / "plan", "png svg", [plan, title], draw)
-    columns = "|".join(f"{k}={k}" for k in table[0])
+    path = plot_plan(rows, figures / "plan", recommended=chosen, title=title)[0]
+    highlight = rows.index(chosen) if chosen else -1
     return (
         f"<p><strong>Recommendation:</strong> {_esc(plan['recommended'] or 'none')} — "
         f"{_esc(plan['reason'])}</p>"
         + _tag("p", f"Constraints: {limits or 'none'}")
-        + _table(columns, table, rows.index(chosen) if chosen else None)
+        + _table("|".join(f"{k}={k}" for k in table[0]), table, highlight)
         + _tag("p", _TEXT["pareto"], "muted")
         + _figure(path, "leakage against edge compute, and bytes per split (figures/plan.svg)")
     )
@@ -419,9 +345,8 @@ def _warnings(results: Row) -> str:
     labels, rows = {c["key"]: c["label"] for c in results["manifest"]["cells"]}, []
     for w in results["warnings"]:
         names = [labels.get(k, k) for k in w["cells"]]
-        cells = "; ".join(names[:5]) + (f" … and {len(names) - 5} more" if len(names) > 5 else "")
-        badge = _tag("strong", w["severity"], f"v-{w['severity']}")
-        rows.append(w | {"severity_badge": badge, "cell_labels": cells})
+        more = f" … and {len(names) - 5} more" if len(names) > 5 else ""
+        rows.append(w | {"cell_labels": "; ".join(names[:5]) + more})
     note = "docs/checks.md explains each check and what to do about it."
     return _table(_COLUMNS["warnings"], rows) + _tag("p", note, "muted")
 
@@ -434,49 +359,38 @@ def _configuration(results: Row) -> str:
     return _dl(items)
 
 
-def _page(results: Row, sections: list[tuple[str, str, str]]) -> str:
-    """The whole page: head with the inline CSS, a header with links to each section."""
+def render_report(directory: Path) -> Path:
+    """Write ``results.json``, ``figures/`` and ``report.html`` into an audit folder (complete
+    or not: missing cells are listed); returns the path of ``report.html``."""
+    results = assemble(directory)
+    results["warnings"] = check(results)
+    write_json(directory / "results.json", json_safe(results))
+    figures, store = directory / "figures", _Preview(directory)
+    figures.mkdir(exist_ok=True)
+    sections = {
+        "summary": ("Summary", _summary(results)),
+        "attacks": ("Attacks", _attacks(results)),
+        "grids": ("Reconstructions", _grids(results, store, figures)),
+        "split-sweep": ("Split sweep", _split_sweep(results, figures)),
+        "defenses": ("Defenses", _defenses(results, store, figures)),
+        "planner": ("Planner", _planner(results, figures)),
+        "warnings": ("Warnings", _warnings(results)),
+        "configuration": ("Configuration", _configuration(results)),
+    }
     m = results["manifest"]
     title = _esc(f"splitleak audit — {m['victim']['architecture']} on {m['victim']['dataset']}")
-    nav = "".join(f'<a href="#{sid}">{_esc(head)}</a>' for sid, head, _ in sections)
-    body = "\n".join(
-        f'<section id="{s}">\n<h2>{_esc(h)}</h2>\n{x}\n</section>' for s, h, x in sections
+    nav = "".join(f'<a href="#{sid}">{_esc(head)}</a>' for sid, (head, _) in sections.items())
+    body = "".join(
+        f'<section id="{sid}">\n<h2>{_esc(head)}</h2>\n{content}\n</section>\n'
+        for sid, (head, content) in sections.items()
     )
-    return (
+    page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<header><h1>{title}"
         '</h1><p class="muted">What can an untrusted cloud rebuild of the input from the '
-        f"features it receives? Audit created {_esc(m['created'])}.</p>"
-        f"<nav>{nav}</nav></header>\n{body}\n</body>\n</html>\n"
+        f"features it receives? Audit created {_esc(m['created'])}.</p><nav>{nav}</nav>"
+        f"</header>\n{body}</body>\n</html>\n"
     )
-
-
-def render_report(directory: Path) -> Path:
-    """Write ``results.json``, ``figures/`` and ``report.html`` into an audit folder.
-
-    Args:
-        directory: an audit folder (``audit.json`` and ``cells/``), complete or not.
-
-    Returns:
-        The path of ``report.html``.
-    """
-    results = assemble(directory)
-    results["warnings"] = check(results)
-    write_json(directory / "results.json", json_safe(results))
-    figures = directory / "figures"
-    figures.mkdir(exist_ok=True)
-    store = _Preview(directory, GRID_IMAGES)
-    sections = [
-        ("summary", "Summary", _summary(results)),
-        ("attacks", "Attacks", _attacks(results)),
-        ("grids", "Reconstructions", _grids(results, store, figures)),
-        ("split-sweep", "Split sweep", _split_sweep(results, figures)),
-        ("defenses", "Defenses", _defenses(results, store, figures)),
-        ("planner", "Planner", _planner(results, figures)),
-        ("warnings", "Warnings", _warnings(results)),
-        ("configuration", "Configuration", _configuration(results)),
-    ]
-    dest = directory / "report.html"
-    write_text(dest, _page(results, sections))
-    return dest
+    write_text(directory / "report.html", page)
+    return directory / "report.html"

@@ -9,17 +9,19 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from splitleak.records import atomic_path  # noqa: E402
+from splitleak.records import atomic_path
 
 RECOGNISABLE_SSIM = 0.3  # the papers: SSIM above ~0.3 means a person recognises the input
 
 # Reproducible files: no date and no version in the metadata, fixed SVG ids.
 SVG_HASHSALT = "splitleak"
-METADATA: dict[str, dict[str, None]] = {"svg": {"Date": None, "Creator": None},
-                                        "png": {"Software": None}}
+METADATA: dict[str, dict[str, None]] = {
+    "svg": {"Date": None, "Creator": None},
+    "png": {"Software": None},
+}
 
 
 def save_figure(fig: Figure, stem: Path) -> list[Path]:
@@ -34,8 +36,14 @@ def save_figure(fig: Figure, stem: Path) -> list[Path]:
     return paths
 
 
-def tradeoff_figure(points: list[dict[str, Any]], stem: Path, *, attack: str = "whitebox",
-                    adaptive: bool = False, title: str = "") -> list[Path]:
+def tradeoff_figure(
+    points: list[dict[str, Any]],
+    stem: Path,
+    *,
+    attack: str = "whitebox",
+    adaptive: bool = False,
+    title: str = "",
+) -> list[Path]:
     """Accuracy against SSIM and against PSNR, one line per defense family and location.
 
     Every line starts at the undefended point (level 0) and follows increasing levels.
@@ -49,14 +57,31 @@ def tradeoff_figure(points: list[dict[str, Any]], stem: Path, *, attack: str = "
         pts = sorted(pts, key=lambda q: q["level"])
         style = "-" if "features" in label else "--"
         for ax, metric in zip(axes, ("ssim", "psnr"), strict=True):
-            ax.plot([q[metric] for q in pts], [q["accuracy"] for q in pts], style, marker="o",
-                    ms=3, label=label)
+            ax.plot(
+                [q[metric] for q in pts],
+                [q["accuracy"] for q in pts],
+                style,
+                marker="o",
+                ms=3,
+                label=label,
+            )
             for q in pts[1:]:
-                ax.annotate(f"{q['level']:g}", (q[metric], q["accuracy"]), fontsize=6,
-                            xytext=(2, 2), textcoords="offset points")
+                ax.annotate(
+                    f"{q['level']:g}",
+                    (q[metric], q["accuracy"]),
+                    fontsize=6,
+                    xytext=(2, 2),
+                    textcoords="offset points",
+                )
     axes[0].axvline(RECOGNISABLE_SSIM, color="grey", ls=":", lw=1)
-    axes[0].text(RECOGNISABLE_SSIM, 0.02, " recognisable →", fontsize=7, color="grey",
-                 transform=axes[0].get_xaxis_transform())
+    axes[0].text(
+        RECOGNISABLE_SSIM,
+        0.02,
+        " recognisable →",
+        fontsize=7,
+        color="grey",
+        transform=axes[0].get_xaxis_transform(),
+    )
     axes[0].set_xlabel("reconstruction SSIM (lower = more private)")
     axes[1].set_xlabel("reconstruction PSNR, dB (lower = more private)")
     axes[0].set_ylabel("test accuracy under the defense")
@@ -71,18 +96,19 @@ def split_sweep_figure(points: list[dict[str, Any]], stem: Path, *, title: str =
     by_attack: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for p in points:
         by_attack[p["attack"]].append(p)
-    splits = [p["split"] for p in sorted({p["depth"]: p for p in points}.values(),
-                                         key=lambda q: q["depth"])]
+    depths = sorted({p["depth"] for p in points})
+    splits = [next(p["split"] for p in points if p["depth"] == d) for d in depths]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for attack, pts in sorted(by_attack.items()):
         pts = sorted(pts, key=lambda q: q["depth"])
         for ax, metric in zip(axes, ("psnr", "ssim"), strict=True):
-            ax.plot([q["depth"] for q in pts], [q[metric] for q in pts], marker="o", ms=3,
-                    label=attack)
+            ax.plot(
+                [q["depth"] for q in pts], [q[metric] for q in pts], marker="o", ms=3, label=attack
+            )
     axes[1].axhline(RECOGNISABLE_SSIM, color="grey", ls=":", lw=1)
     axes[1].text(0, RECOGNISABLE_SSIM, "recognisable above", fontsize=7, color="grey", va="bottom")
     for ax, name in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
-        ax.set_xticks(range(len(splits)), splits, rotation=60, fontsize=7)
+        ax.set_xticks(depths, splits, rotation=60, fontsize=7)
         ax.set_xlabel("split point (edge ends after this layer)")
         ax.set_ylabel(f"reconstruction {name}")
     axes[0].legend(fontsize=7)
