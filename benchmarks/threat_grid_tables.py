@@ -101,6 +101,10 @@ def main() -> None:
     parser.add_argument("--attack-epochs", type=int, default=50)
     parser.add_argument("--attacker-samples", type=int, default=None)
     parser.add_argument("--cpu-profile", action="store_true", help="CIFAR-sized reductions")
+    parser.add_argument(
+        "--rows", default=None, help="only these attacker-data rows, e.g. same-distribution"
+    )
+    parser.add_argument("--name", default=None, help="results file name (default: by model)")
     args = parser.parse_args()
     if args.cpu_profile:
         args.attacker_samples, args.attack_epochs, args.protocols = 2000, 5, "paper"
@@ -112,7 +116,10 @@ def main() -> None:
     print(f"victim {args.model}: test accuracy {victim.meta['test_accuracy']:.4f}", flush=True)
     rows = []
     for protocol in args.protocols.split(","):
-        for spec in grid(args.tables.split(",")):
+        specs = grid(args.tables.split(","))
+        if args.rows:
+            specs = [s for s in specs if s["attacker_data"] in args.rows.split(",")]
+        for spec in specs:
             for split in SPLITS[args.model]:
                 t0 = time.perf_counter()
                 cfg = AttackConfig(
@@ -156,7 +163,8 @@ def main() -> None:
                     flush=True,
                 )
     outcome = claims(rows)
-    dest = save_results(f"tables468_{args.model}", [*rows, {"claims": outcome}], args, started)
+    name = args.name or f"tables468_{args.model}"
+    dest = save_results(name, [*rows, {"claims": outcome}], args, started)
     print_markdown(rows, ["table", "protocol", "setting", "split", "cell", "queries", "seconds"])
     print("\n".join(outcome))
     print(f"results in {dest}")
