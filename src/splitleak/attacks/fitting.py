@@ -60,3 +60,39 @@ def fit_module(
         bar.set_postfix(loss=f"{history[-1]:.4g}")
     module.eval()
     return history
+
+
+class TrainedAttackMixin:
+    """For attacks that learn a module: their training hyperparameters as ``fit_module`` kwargs."""
+
+    epochs: int
+    lr: float
+    halve_every: int
+    batch_size: int
+    seed: int
+    progress: bool
+
+    def _fit(
+        self,
+        module: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        head: nn.Module | None = None,
+        desc: str,
+    ) -> list[float]:
+        return fit_module(
+            module,
+            inputs,
+            targets,
+            loss_fn=loss_fn,
+            head=head,
+            epochs=self.epochs,
+            lr=self.lr,
+            halve_every=self.halve_every,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            progress=self.progress,
+            desc=desc,
+        )

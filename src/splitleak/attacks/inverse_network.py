@@ -29,11 +29,11 @@ from splitleak.attacks.access import QueryAccess, require
 from splitleak.attacks.base import Reconstruction, check_features
 from splitleak.attacks.cache import ModuleCache
 from splitleak.attacks.decoders import build_decoder
-from splitleak.attacks.fitting import fit_module
+from splitleak.attacks.fitting import TrainedAttackMixin
 from splitleak.data.splits import AttackerSamples
 
 
-class InverseNetwork:
+class InverseNetwork(TrainedAttackMixin):
     """Train a decoder from queried features to inputs (see module docstring).
 
     Args:
@@ -85,19 +85,7 @@ class InverseNetwork:
 
         def train(module: torch.nn.Module) -> dict[str, Any]:
             z = access.query(x)  # features computed once, reused every epoch
-            history = fit_module(
-                module,
-                z,
-                x,
-                loss_fn=F.mse_loss,
-                epochs=self.epochs,
-                lr=self.lr,
-                halve_every=self.halve_every,
-                batch_size=self.batch_size,
-                seed=self.seed,
-                progress=self.progress,
-                desc="inverse network",
-            )
+            history = self._fit(module, z, x, loss_fn=F.mse_loss, desc="inverse network")
             return {"loss_history": history}
 
         cache = self.cache or ModuleCache(None, {})

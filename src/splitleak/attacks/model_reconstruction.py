@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitleak.attacks.access import QueryAccess, require
-from splitleak.attacks.fitting import fit_module
 from splitleak.attacks.surrogate import SurrogateInversion
 from splitleak.data.splits import AttackerSamples
 
@@ -46,19 +45,7 @@ class ModelReconstruction(SurrogateInversion):
 
         def train(module: nn.Module) -> dict[str, Any]:
             z = access.query(x)
-            history = fit_module(
-                module,
-                x,
-                z,
-                loss_fn=F.mse_loss,
-                epochs=self.epochs,
-                lr=self.lr,
-                halve_every=self.halve_every,
-                batch_size=self.batch_size,
-                seed=self.seed,
-                progress=self.progress,
-                desc="shadow (imitate f1)",
-            )
+            history = self._fit(module, x, z, loss_fn=F.mse_loss, desc="shadow (imitate f1)")
             return {"loss_history": history}
 
         self._train_shadow("imitation", data, access.inputs, access.feature_shape, train)

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from splitleak.attacks.access import TailAccess, require
-from splitleak.attacks.fitting import fit_module
 from splitleak.attacks.surrogate import SurrogateInversion
 from splitleak.data.splits import AttackerSamples
 from splitleak.errors import SplitleakError
@@ -52,18 +51,12 @@ class ShadowModelInversion(SurrogateInversion):
         labels = data.labels
 
         def train(module: nn.Module) -> dict[str, Any]:
-            history = fit_module(
+            history = self._fit(
                 module,
                 x,
                 labels,
                 loss_fn=F.cross_entropy,
                 head=access.cloud,
-                epochs=self.epochs,
-                lr=self.lr,
-                halve_every=self.halve_every,
-                batch_size=self.batch_size,
-                seed=self.seed,
-                progress=self.progress,
                 desc="shadow (via f2)",
             )
             return {

@@ -11,11 +11,12 @@ from torch import nn
 from splitleak.attacks.access import InputSpec
 from splitleak.attacks.base import Reconstruction
 from splitleak.attacks.cache import ModuleCache
+from splitleak.attacks.fitting import TrainedAttackMixin
 from splitleak.attacks.whitebox import WhiteBoxInversion
 from splitleak.data.splits import AttackerSamples
 
 
-class SurrogateInversion:
+class SurrogateInversion(TrainedAttackMixin):
     """Base class: hyperparameters, caching of the trained shadow, and the final inversion.
 
     Args:

@@ -19,8 +19,14 @@ RECOGNISABLE_SSIM, RECOGNISABLE_PSNR, HIDDEN_SSIM = 0.3, 10.0, 0.25
 
 
 def verdict(psnr: float, ssim: float) -> str:
-    """The papers' reading: recognisable above 10 dB or SSIM 0.3; hidden below SSIM 0.25."""
-    if ssim > RECOGNISABLE_SSIM or psnr > RECOGNISABLE_PSNR:
+    """Exposed above SSIM 0.3, hidden below 0.25, borderline between (the papers' SSIM reading).
+
+    The papers also call PSNR > 10 dB recognisable, but on MNIST a blurred mean digit
+    already scores 11–12 dB, so PSNR alone would flag every split point; it is reported,
+    not used for the verdict. ``psnr`` is kept in the signature for callers that show it.
+    """
+    del psnr
+    if ssim > RECOGNISABLE_SSIM:
         return "exposed"
     return "hidden" if ssim < HIDDEN_SSIM else "borderline"
 
