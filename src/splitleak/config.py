@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 AttackName = Literal["whitebox", "inverse-network", "model-reconstruction", "shadow"]
 AttackerData = Literal["same-set", "same-distribution", "other-distribution", "noise"]
@@ -64,3 +64,13 @@ class AttackConfig(Strict):
     protocol: Literal["paper", "random"] = "paper"
     n_eval: int = Field(100, ge=1)
     seed: int = 0
+
+    @field_validator("defenses")
+    @classmethod
+    def _defenses_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Fail at configuration time, before any training, on a bad defense spec.
+        from splitleak.defenses import parse_defense
+
+        for text in value:
+            parse_defense(text)
+        return value

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -74,8 +74,10 @@ class _Meter(fx.Interpreter):
         self.params: list[int] = []  # elements of the parameters first used at this node
         self.shapes: dict[fx.Node, tuple[int, ...]] = {}
         self._seen: set[int] = set()
+        self.node: fx.Node | None = None  # the node running, to name it if it fails
 
     def run_node(self, n: fx.Node) -> Any:
+        self.node = n
         args, _ = self.fetch_args_kwargs_from_env(n)
         out = super().run_node(n)
         owner = self.fetch_attr(str(n.target)) if n.op in ("call_module", "get_attr") else None
@@ -102,18 +104,24 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def _edge_output(gm: fx.GraphModule, at: str) -> str:
+    """Name of the node the edge of ``split_model(gm, at=at)`` returns (copies keep names)."""
+    output = list(split_model(gm, at=at).edge.graph.nodes)[-1]
+    return cast(fx.Node, output.args[0]).name
+
+
 def _cut_nodes(gm: fx.GraphModule, names: list[str]) -> list[int]:
     """Index in ``gm``'s node list of the node each split name cuts after."""
     nodes = list(gm.graph.nodes)
-    labels = [str(n.target) if n.op == "call_module" else n.name for n in nodes]  # as split.py
     index = {n.name: i for i, n in enumerate(nodes)}
     cuts = []
-    for name in names:
-        if labels.count(name) == 1:
-            cuts.append(labels.index(name))
-        else:  # a module called more than once: split_model knows which call the split follows
-            cut = list(split_model(gm, at=name).edge.graph.nodes)[-1].args[0]
-            cuts.append(index[getattr(cut, "name", "")])
+    for name in names:  # a split is named after its module's path or its node's name
+        found = {
+            i for i, n in enumerate(nodes) if name in (n.name, n.op == "call_module" and n.target)
+        }
+        if len(found) != 1:  # a module called more than once: split_model knows which call
+            found = {index[_edge_output(gm, name)]}
+        cuts.append(found.pop())
     return cuts
 
 
@@ -146,8 +154,9 @@ def split_costs(
     try:
         with _eval_mode(gm), torch.no_grad():
             meter.run(x)
-    except Exception as err:  # a user's model may raise anything
-        raise InputError(f"model failed on input shape {tuple(input_shape)}: {err}") from None
+    except Exception as err:  # a user's model may raise anything; fx appends a traceback
+        where, why = meter.node.name if meter.node else "?", str(err).splitlines()[0]
+        raise InputError(f"model failed at {where} on input shape {input_shape}: {why}") from None
     names, nodes = split_points(gm), list(gm.graph.nodes)
     macs, params = list(accumulate(meter.macs)), list(accumulate(meter.params))
     costs = []

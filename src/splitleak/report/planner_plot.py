@@ -45,6 +45,11 @@ def _leakage_panel(
             label="recommended",
             zorder=4,
         )
+    _leakage_axes(ax, measured=bool(points), zero_macs=any(x == 0 for _, x, _ in points))
+
+
+def _leakage_axes(ax: Axes, *, measured: bool, zero_macs: bool) -> None:
+    """Threshold line, scales, labels and legend of the leakage panel."""
     ax.axhline(RECOGNISABLE_SSIM, color="0.4", linestyle="--", linewidth=1)
     ax.text(
         0.01,
@@ -55,10 +60,8 @@ def _leakage_panel(
         va="bottom",
         transform=ax.get_yaxis_transform(),
     )
-    if not points:
-        ax.text(0.5, 0.5, "no leakage measured", ha="center", transform=ax.transAxes)
     # A split before any weighted layer costs 0 MACs, which a log axis cannot show.
-    if any(x == 0 for _, x, _ in points):
+    if zero_macs:
         ax.set_xscale("symlog", linthresh=1)
     else:
         ax.set_xscale("log")
@@ -66,7 +69,10 @@ def _leakage_panel(
     ax.set_ylabel("leakage: worst-case SSIM (higher is worse)")
     ax.set_title("privacy against edge compute", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    if measured:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no leakage measured", ha="center", transform=ax.transAxes)
 
 
 def _bytes_panel(ax: Axes, rows: list[PlanRow], front: list[PlanRow]) -> None:
