@@ -8,10 +8,10 @@ and accuracy, :func:`pareto_front` keeps the undominated splits, :func:`recommen
 MACs (multiply-accumulates): convolutions count output elements x (in_channels / groups) x
 kernel size, transposed ones input elements x (out_channels / groups) x kernel size, linear
 layers and matmuls output elements x the contracted size (leading dimensions beyond the
-batch multiply in), whether called as modules or as functions. Bias adds, batch norm
-(folded into the previous layer at inference), activations, pooling and additions count 0.
-A module called twice counts twice; a parameter used twice or tied is stored once; buffers
-(batch-norm statistics) are not parameters.
+batch multiply in), whether called as modules, functions or tensor methods. Bias adds,
+batch norm (folded into the previous layer at inference), activations, pooling and
+additions count 0. A module called twice counts twice; a parameter used twice or tied is
+stored once; buffers (batch-norm statistics) are not parameters.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ RECOGNISABLE_SSIM = 0.3
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # weight (out, in/groups, *kernel)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _WEIGHTED_FUNCTIONS = {F.conv1d, F.conv2d, F.conv3d, F.linear}
-_MATMULS = {torch.matmul, torch.mm, torch.bmm, operator.matmul}
+_MATMULS: set[object] = {torch.matmul, torch.mm, torch.bmm, operator.matmul, "matmul", "mm", "bmm"}
 
 
 @dataclass(frozen=True)
@@ -333,8 +333,8 @@ def recommend(rows: list[PlanRow], constraints: Constraints) -> Recommendation:
 
     Ties go to fewer edge MACs, then fewer feature bytes. A limit on leakage or accuracy
     rules out the splits where it was not measured. Read the result with the paper's rule
-    in mind: put at least one fully-connected layer on the edge, since the cloud could
-    rebuild recognisable inputs from every convolutional split of its networks.
+    in mind: put at least one fully-connected layer on the edge; its attacks rebuild
+    recognisable inputs from convolutional features and struggle after such a layer.
 
     Returns:
         A :class:`Recommendation`; when no split fits, ``row`` is None and ``reason``
