@@ -105,6 +105,7 @@ def main() -> None:
         "--rows", default=None, help="only these attacker-data rows, e.g. same-distribution"
     )
     parser.add_argument("--name", default=None, help="results file name (default: by model)")
+    parser.add_argument("--shadow-arch", default=None, help="only this shadow net (Table 6)")
     args = parser.parse_args()
     if args.cpu_profile:
         args.attacker_samples, args.attack_epochs, args.protocols = 2000, 5, "paper"
@@ -119,6 +120,8 @@ def main() -> None:
         specs = grid(args.tables.split(","))
         if args.rows:
             specs = [s for s in specs if s["attacker_data"] in args.rows.split(",")]
+        if args.shadow_arch:
+            specs = [s for s in specs if s.get("shadow_arch") == args.shadow_arch]
         for spec in specs:
             for split in SPLITS[args.model]:
                 t0 = time.perf_counter()

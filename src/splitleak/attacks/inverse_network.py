@@ -90,7 +90,10 @@ class InverseNetwork(TrainedAttackMixin):
 
         cache = self.cache or ModuleCache(None, {})
         self.decoder_, self.meta_, self.reused_ = cache.get_or_train(
-            "decoder", decoder, {**self.hyperparameters(), "data": data.describe()}, train
+            "decoder",
+            decoder,
+            {**self.hyperparameters(), "data": data.describe(), "net": repr(decoder)},
+            train,
         )
         if self.reused_:  # the cached decoder was trained on these same queries
             access.charge(len(x))

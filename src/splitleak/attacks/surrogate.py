@@ -58,7 +58,8 @@ class SurrogateInversion(TrainedAttackMixin):
         train: Callable[[nn.Module], dict[str, Any]],
     ) -> None:
         cache = self.cache or ModuleCache(None, {})
-        settings = {**self.hyperparameters(), "data": data.describe()}
+        # The module's structure is part of the key: an edited shadow net is never reused.
+        settings = {**self.hyperparameters(), "data": data.describe(), "net": repr(self.shadow)}
         self.shadow_, self.meta_, self.reused_ = cache.get_or_train(
             f"{kind}-{self.shadow_kind}", self.shadow, settings, train
         )
