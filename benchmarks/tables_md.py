@@ -1,6 +1,7 @@
 """Print the markdown tables of BENCHMARKS.md from the results files (no numbers typed by hand).
 
     python benchmarks/tables_md.py results/table3_mnist-net.json results/tables468_mnist-net.json
+    python benchmarks/tables_md.py --claims results/tables468_mnist-net.json results/table6_...json
 """
 
 from __future__ import annotations
@@ -22,7 +23,22 @@ def fmt(summary: dict, published: list | None) -> str:
     return text
 
 
+def merged_claims(paths: list[str]) -> list[str]:
+    """Claims 2 and 3 over the union of several results files (later files win per cell)."""
+    from threat_grid_tables import claims
+
+    cells: dict[tuple, dict] = {}
+    for path in paths:
+        for r in json.loads(Path(path).read_text())["rows"]:
+            if "summary" in r and "table" in r:
+                cells[(r["table"], r["split"], r["row_key"], r["protocol"])] = r
+    return claims(list(cells.values()))
+
+
 def main() -> None:
+    if sys.argv[1] == "--claims":
+        print("\n".join(f"- {c}" for c in merged_claims(sys.argv[2:])))
+        return
     for path in sys.argv[1:]:
         data = json.loads(Path(path).read_text())
         print(f"\n<!-- from {Path(path).name}: {data['date']}, wall {data['wall_s']} s, "

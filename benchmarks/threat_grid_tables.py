@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--tables", default="4,8,6")
     parser.add_argument("--profile", default="paper", help="rMLE profile for tables 6 and 8")
     parser.add_argument("--attack-epochs", type=int, default=50)
+    parser.add_argument("--attack-batch-size", type=int, default=128)
     parser.add_argument("--attacker-samples", type=int, default=None)
     parser.add_argument("--cpu-profile", action="store_true", help="CIFAR-sized reductions")
     parser.add_argument(
@@ -134,6 +135,7 @@ def main() -> None:
                     shadow_arch=spec.get("shadow_arch", "same"),
                     attacker_samples=args.attacker_samples,
                     attack_epochs=args.attack_epochs,
+                    attack_batch_size=args.attack_batch_size,
                     protocol=protocol,
                     n_eval=args.n_eval,
                     seed=args.seed,
