@@ -244,7 +244,9 @@ def main() -> None:
     store = ResultStore(RESULTS / "store_mnist")
     lines, points = CLAIMS[args.claim](victim, victim_cfg, store, args)
     print("\n".join(lines))
-    save_results(f"claim_{args.claim}", [{"lines": lines, "points": points}], args, started)
+    save_results(
+        f"claim_{args.claim}", [{"lines": lines, "points": points}], args, started, out=args.out
+    )
     import sys
 
     update_benchmarks_md(

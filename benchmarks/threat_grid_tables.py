@@ -169,7 +169,7 @@ def main() -> None:
                 )
     outcome = claims(rows)
     name = args.name or f"tables468_{args.model}"
-    dest = save_results(name, [*rows, {"claims": outcome}], args, started)
+    dest = save_results(name, [*rows, {"claims": outcome}], args, started, out=args.out)
     print_markdown(rows, ["table", "protocol", "setting", "split", "cell", "queries", "seconds"])
     print("\n".join(outcome))
     print(f"results in {dest}")

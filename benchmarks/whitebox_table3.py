@@ -68,7 +68,7 @@ def main() -> None:
                     f"[{rows[-1]['seconds']:.1f} s]",
                     flush=True,
                 )
-    dest = save_results(f"table3_{args.model}", rows, args, started)
+    dest = save_results(f"table3_{args.model}", rows, args, started, out=args.out)
     print_markdown(rows, ["protocol", "profile", "split", "cell", "seconds"])
     print(f"accuracy {victim.meta['test_accuracy']:.4f}; results in {dest}")
 
