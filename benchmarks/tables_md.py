@@ -1,7 +1,7 @@
 """Print the markdown tables of BENCHMARKS.md from the results files (no numbers typed by hand).
 
-    python benchmarks/tables_md.py results/table3_mnist-net.json results/tables468_mnist-net.json
-    python benchmarks/tables_md.py --claims results/tables468_mnist-net.json results/table6_...json
+python benchmarks/tables_md.py results/table3_mnist-net.json results/tables468_mnist-net.json
+python benchmarks/tables_md.py --claims results/tables468_mnist-net.json results/table6_...json
 """
 
 from __future__ import annotations
@@ -41,16 +41,20 @@ def main() -> None:
         return
     for path in sys.argv[1:]:
         data = json.loads(Path(path).read_text())
-        print(f"\n<!-- from {Path(path).name}: {data['date']}, wall {data['wall_s']} s, "
-              f"torch {data['versions']['torch']}, {data['versions']['torch_threads']} threads -->")
+        print(
+            f"\n<!-- from {Path(path).name}: {data['date']}, wall {data['wall_s']} s, "
+            f"torch {data['versions']['torch']}, {data['versions']['torch_threads']} threads -->"
+        )
         rows = [r for r in data["rows"] if "summary" in r]
         print("| protocol | setting | split | measured PSNR / SSIM | paper | gap | time (s) |")
         print("|---|---|---|---|---|---|---|")
         for r in rows:
             setting = r.get("setting") or r.get("profile")
             table = f"T{r['table']} " if "table" in r else ""
-            print(f"| {r['protocol']} | {table}{setting} | {r['split']} | "
-                  f"{fmt(r['summary'], r.get('published'))} | {r['seconds']} |")
+            print(
+                f"| {r['protocol']} | {table}{setting} | {r['split']} | "
+                f"{fmt(r['summary'], r.get('published'))} | {r['seconds']} |"
+            )
         for r in data["rows"]:
             if "claims" in r:
                 print("\n" + "\n".join(f"- {c}" for c in r["claims"]))

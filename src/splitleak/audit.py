@@ -339,8 +339,7 @@ def write_manifest(
     costs = split_costs(victim.model, victim.architecture.input_shape)
     manifest = {
         "format": "splitleak-audit/1",
-        "created": previous.get("created")
-        or datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": previous.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
         "budget": {"name": cfg.budget, **budget.model_dump(mode="json")},
         "victim": {
