@@ -42,7 +42,11 @@ AUTHORS_DEFENSE_ATTACK = {"steps": 500, "lr": 1e-2, "tv_weight": 1.0, "tv_beta":
 
 
 def defense_points(
-    victim: Any, victim_cfg: VictimConfig, store: ResultStore, profile: str
+    victim: Any,
+    victim_cfg: VictimConfig,
+    store: ResultStore,
+    profile: str,
+    families: tuple[DefenseFamily, ...] = IOTJ_FAMILIES,
 ) -> list[dict[str, Any]]:
     overrides = AUTHORS_DEFENSE_ATTACK if profile == "authors-logged" else {}
     base = AttackConfig(
@@ -51,7 +55,7 @@ def defense_points(
         overrides=overrides,
         profile="authors-code" if profile == "authors-logged" else profile,
     )
-    return defense_sweep(victim, base, IOTJ_FAMILIES, store, draws=3)
+    return defense_sweep(victim, base, families, store, draws=3)
 
 
 def best_under(
@@ -143,14 +147,7 @@ def claim_5(
 ) -> tuple[list[str], Any]:
     # A finer sweep than the paper's rows, to find where SSIM crosses 0.25.
     fine = DefenseFamily("dropout", "features", (0.5, 0.55, 0.6, 0.65, 0.7, 0.9))
-    overrides = AUTHORS_DEFENSE_ATTACK if args.profile == "authors-logged" else {}
-    base = AttackConfig(
-        victim=victim_cfg,
-        split="ReLU2",
-        overrides=overrides,
-        profile="authors-code" if args.profile == "authors-logged" else args.profile,
-    )
-    points = defense_sweep(victim, base, [fine], store, draws=3)
+    points = defense_points(victim, victim_cfg, store, args.profile, (fine,))
     lines = []
     for aware in (False, True):
         rows = [

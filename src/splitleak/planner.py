@@ -20,7 +20,7 @@ import math
 import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from itertools import accumulate
 from typing import Any, cast
@@ -375,3 +375,25 @@ def format_table(
         }
         for r in rows
     ]
+
+
+def plan_record(
+    rows: list[PlanRow], constraints: Constraints, *, pareto: list[PlanRow] | None = None
+) -> dict[str, Any]:
+    """A JSON-ready record of a plan: constraints, every row, the Pareto flags, the pick."""
+    front = {r.cost.split for r in (pareto_front(rows) if pareto is None else pareto)}
+    rec = recommend(rows, constraints)
+    return {
+        "constraints": asdict(constraints),
+        "rows": [
+            {
+                **asdict(r.cost),
+                "accuracy": r.accuracy,
+                "leakage": r.leakage,
+                "pareto": r.cost.split in front,
+            }
+            for r in rows
+        ],
+        "recommended": rec.row.cost.split if rec.row else None,
+        "reason": rec.reason,
+    }

@@ -19,6 +19,7 @@ from splitleak.planner import (
     PlanRow,
     Recommendation,
     pareto_front,
+    plan_record,
     plan_rows,
     split_costs,
 )
@@ -164,27 +165,5 @@ def plan_study(
         recommended=plan.recommendation.row,
         title=f"{victim.architecture.name}: where to split",
     )
-    write_json(out / "plan.json", plan_record(plan, constraints))
+    write_json(out / "plan.json", plan_record(rows, constraints, pareto=plan.pareto))
     return plan
-
-
-def plan_record(plan: Plan, constraints: Constraints) -> dict[str, Any]:
-    """A JSON-ready record of a plan."""
-    from dataclasses import asdict
-
-    pareto = {r.cost.split for r in plan.pareto}
-    rec = plan.recommendation
-    return {
-        "constraints": asdict(constraints),
-        "rows": [
-            {
-                **asdict(r.cost),
-                "accuracy": r.accuracy,
-                "leakage": r.leakage,
-                "pareto": r.cost.split in pareto,
-            }
-            for r in plan.rows
-        ],
-        "recommended": rec.row.cost.split if rec.row else None,
-        "reason": rec.reason,
-    }

@@ -6,11 +6,10 @@ recomputed from a model, so ``splitleak report DIR`` rebuilds the same report an
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from splitleak.planner import Constraints, SplitCost, pareto_front, plan_rows, recommend
+from splitleak.planner import Constraints, SplitCost, plan_record, plan_rows
 from splitleak.records import read_json
 from splitleak.report.published import ACCURACY, published
 from splitleak.store import ResultStore
@@ -199,19 +198,4 @@ def _plan(
     )
     if not rows:
         return {"rows": [], "recommended": None, "reason": "no split point was attacked yet"}
-    front = {r.cost.split for r in pareto_front(rows)}
-    rec = recommend(rows, constraints)
-    return {
-        "constraints": asdict(constraints),
-        "rows": [
-            {
-                **asdict(r.cost),
-                "accuracy": r.accuracy,
-                "leakage": r.leakage,
-                "pareto": r.cost.split in front,
-            }
-            for r in rows
-        ],
-        "recommended": rec.row.cost.split if rec.row else None,
-        "reason": rec.reason,
-    }
+    return plan_record(rows, constraints)
