@@ -14,24 +14,24 @@ import torch
 from splitleak.defenses.base import Location
 
 
-def _scale(t: torch.Tensor, level: float, relative: bool) -> torch.Tensor | float:
-    return level * t.detach().std() if relative else level
-
-
 @dataclass(frozen=True)
-class GaussianNoise:
-    """Add N(0, σ²) noise, σ = ``level`` (× std of the tensor if ``relative``)."""
+class _AdditiveNoise:
+    """``t + scale · noise``: subclasses draw unit-scale noise in :meth:`_sample`."""
 
     level: float
     location: Location = "features"
     relative: bool = False
-    family: str = "gaussian"
+    family: str = ""
+    symbol = "level"
+
+    def _sample(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
 
     def apply(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.level == 0:
             return t
-        noise = torch.randn(t.shape, generator=generator, dtype=t.dtype)
-        return t + _scale(t, self.level, self.relative) * noise
+        scale = self.level * t.detach().std() if self.relative else self.level
+        return t + scale * self._sample(t, generator)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -39,35 +39,32 @@ class GaussianNoise:
             "location": self.location,
             "level": self.level,
             "relative": self.relative,
-            "symbol": "σ",
+            "symbol": self.symbol,
         }
 
 
 @dataclass(frozen=True)
-class LaplaceNoise:
+class GaussianNoise(_AdditiveNoise):
+    """Add N(0, σ²) noise, σ = ``level`` (× std of the tensor if ``relative``)."""
+
+    family: str = "gaussian"
+    symbol = "σ"
+
+    def _sample(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(t.shape, generator=generator, dtype=t.dtype)
+
+
+@dataclass(frozen=True)
+class LaplaceNoise(_AdditiveNoise):
     """Add Laplacian noise of scale b = ``level`` (× std of the tensor if ``relative``).
 
     The relative level scales b, so the noise std is √2·b.
     """
 
-    level: float
-    location: Location = "features"
-    relative: bool = False
     family: str = "laplace"
+    symbol = "b"
 
-    def apply(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.level == 0:
-            return t
+    def _sample(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # Inverse CDF of the Laplace distribution from uniform draws in (-1/2, 1/2).
         u = torch.rand(t.shape, generator=generator, dtype=t.dtype) - 0.5
-        noise = -torch.sign(u) * torch.log1p(-2 * u.abs().clamp(max=0.5 - 1e-7))
-        return t + _scale(t, self.level, self.relative) * noise
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "family": self.family,
-            "location": self.location,
-            "level": self.level,
-            "relative": self.relative,
-            "symbol": "b",
-        }
+        return -torch.sign(u) * torch.log1p(-2 * u.abs().clamp(max=0.5 - 1e-7))
