@@ -94,7 +94,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_cells(
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 130
-    assert "rerun the same command" in capsys.readouterr().out
+    assert "rerun the same command" in capsys.readouterr().err
     assert len(list((tmp_path / "a" / "cells").glob("*.json"))) == 2
 
 

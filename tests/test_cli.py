@@ -37,8 +37,9 @@ def error_line(code: int, out: str, err: str) -> str:
     """The single ``error: ...`` line of a failed command (checked to be all it printed)."""
     assert code == 2, out + err
     assert "Traceback" not in out + err
-    lines = out.strip().splitlines()
-    assert len(lines) == 1, out
+    assert out == "", out  # errors go to stderr, results to stdout
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("error: ")
     return lines[0]
 

@@ -20,6 +20,7 @@ from splitleak.attacks.access import Access, InputSpec, QueryAccess, TailAccess,
 from splitleak.attacks.base import Reconstruction
 from splitleak.attacks.cache import ModuleCache
 from splitleak.attacks.factory import THREAT_MODELS, build_attack
+from splitleak.compute import CPU_FP32, Compute
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.data import ImageDataset, load_dataset
 from splitleak.data.splits import AttackerSamples, draw_attacker_samples
@@ -62,8 +63,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SPLITLEAK_CACHE", Path(base) / "splitleak"))
 
 
-def load_victim(cfg: VictimConfig, *, progress: bool = True) -> Victim:
-    """Step 1: the victim network, trained with the authors' recipe or loaded."""
+def load_victim(
+    cfg: VictimConfig, *, progress: bool = True, compute: Compute | None = None
+) -> Victim:
+    """Step 1: the victim network, trained with the authors' recipe or loaded.
+
+    ``compute`` is where a victim that is not cached yet is trained (default: the CPU in
+    fp32); its resolved precision is part of the checkpoint's identity. The returned model
+    is always on the CPU in fp32.
+    """
+    compute = compute or CPU_FP32
     dataset = cfg.dataset or default_dataset(cfg.model)  # unknown names fail before any I/O
     train = load_dataset(dataset, "train", root=cfg.data_dir)
     test = load_dataset(dataset, "test", root=cfg.data_dir)
@@ -83,14 +92,19 @@ def load_victim(cfg: VictimConfig, *, progress: bool = True) -> Victim:
         normalization=arch.normalization,
         train=train,
         test=test,
-        config=train_config(cfg.train, dataset=dataset, seed=cfg.train.seed),
+        config=train_config(
+            cfg.train, dataset=dataset, seed=cfg.train.seed, precision=compute.precision
+        ),
         progress=progress,
+        compute=compute,
         cache_dir=(cfg.cache_dir or default_cache_dir()) / "models",
     )
     return Victim(arch, trained.model, train, test, trained.meta, trained.directory)
 
 
-def train_config(settings: TrainSettings, *, dataset: str, seed: int = 0) -> TrainConfig:
+def train_config(
+    settings: TrainSettings, *, dataset: str, seed: int = 0, precision: str = "fp32"
+) -> TrainConfig:
     augment = settings.augment if settings.augment is not None else dataset == "cifar10"
     return TrainConfig(
         epochs=settings.epochs,
@@ -99,6 +113,7 @@ def train_config(settings: TrainSettings, *, dataset: str, seed: int = 0) -> Tra
         augment=augment,
         max_train_images=settings.max_train_images,
         seed=seed,
+        precision=precision,
     )
 
 

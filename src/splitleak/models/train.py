@@ -3,11 +3,18 @@
 Recipe (He et al.): cross-entropy, Adam (lr 1e-3, eps 1e-3, AMSGrad), batch 32, learning
 rate halved every 20 epochs. Inputs are normalised with the architecture's mean/std; the
 CIFAR recipe adds random horizontal flips and a small random affine transform.
+
+Training runs on a :class:`~splitleak.compute.Compute` (device, mixed precision with fp32
+master weights, channels_last for conv nets). A long run is resumable: after every epoch the
+weights, optimiser, scheduler and random-generator state are written atomically to a
+``.partial`` directory beside the checkpoint, and an identical later run continues from there
+with the same random stream, so a resumed run gives the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from splitleak.compute import CPU_FP32, Compute
 from splitleak.models.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 from splitleak.models.normalization import Normalization
-from splitleak.records import stable_hash, versions
+from splitleak.records import atomic_path, read_json, stable_hash, versions, write_json
 
 if TYPE_CHECKING:
     from splitleak.data import ImageDataset
@@ -39,37 +48,65 @@ class TrainConfig:
     augment: bool = False
     max_train_images: int | None = None
     seed: int = 0
+    precision: str = "fp32"  # the resolved precision of the forward passes (changes weights)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and a small random affine (rotation <= 5 deg, shift <= 2 px).
 
+    Random draws come from ``generator`` (on the CPU) and are moved to ``x``'s device.
     Shapes: x (N, C, H, W) -> (N, C, H, W).
     """
     n, _, h, _ = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(5)
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (2 * 2 / h)
     cos, sin = angle.cos(), angle.sin()
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
+    ).to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 1000
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 1000,
+    compute: Compute = CPU_FP32,
 ) -> float:
-    """Top-1 accuracy of ``model`` on normalised inputs ``x`` (N, C, H, W) and labels ``y`` (N,)."""
+    """Top-1 accuracy of ``model`` on normalised inputs ``x`` (N, C, H, W) and labels ``y`` (N,).
+
+    Batches are moved to ``model``'s device; forward passes run under ``compute``'s autocast.
+    """
     model.eval()
-    correct = sum(
-        int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-        for i in range(0, len(x), batch_size)
-    )
+    device = next(model.parameters(), torch.empty(0)).device
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        with compute.autocast():
+            logits = model(x[i : i + batch_size].to(device))
+        correct += int((logits.argmax(1).cpu() == y[i : i + batch_size].cpu()).sum())
     return correct / max(len(x), 1)
+
+
+@dataclass
+class _State:
+    """Where an epoch loop stands (what a resumed run needs)."""
+
+    epoch: int = 0
+    history: list[float] | None = None
+    test_history: list[float] | None = None
+    epoch_seconds: list[float] | None = None
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(
+        model.parameters(), lr=config.lr, eps=config.adam_eps, amsgrad=config.amsgrad
+    )
 
 
 def train_classifier(
@@ -80,15 +117,37 @@ def train_classifier(
     config: TrainConfig,
     progress: bool = True,
     desc: str = "train",
-) -> list[float]:
-    """Train ``model`` in place on normalised inputs; returns the mean loss of each epoch."""
-    generator = torch.Generator().manual_seed(config.seed)
-    opt = torch.optim.Adam(
-        model.parameters(), lr=config.lr, eps=config.adam_eps, amsgrad=config.amsgrad
-    )
+    compute: Compute | None = None,
+    evaluate: tuple[torch.Tensor, torch.Tensor] | None = None,
+    resume_dir: Path | None = None,
+) -> dict[str, list[float]]:
+    """Train ``model`` in place on normalised inputs.
+
+    Args:
+        model: already on ``compute``'s device (see :meth:`Compute.module`).
+        x, y: normalised training inputs (N, C, H, W) and labels (N,), on any device.
+        compute: device and precision; default: the CPU in ``config.precision``.
+        evaluate: test inputs and labels; their accuracy is recorded after every epoch.
+        resume_dir: if given, the loop state is saved there after every epoch and a run
+            interrupted earlier continues from its last finished epoch.
+
+    Returns:
+        ``loss`` (mean training loss of each epoch), ``test_accuracy`` (per epoch, if
+        ``evaluate``) and ``epoch_seconds``.
+    """
+    compute = compute or Compute(precision=config.precision)
+    generator = torch.Generator().manual_seed(config.seed)  # CPU stream: same order everywhere
+    opt = _optimizer(model, config)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_halve_every, gamma=0.5)
-    history = []
-    for epoch in range(config.epochs):
+    state = _State(history=[], test_history=[], epoch_seconds=[])
+    if resume_dir is not None:
+        state = _load_state(resume_dir, model, opt, sched, generator) or state
+    x_dev, y_dev = compute.tensor(x), compute.tensor(y)
+    channels_last = compute.amp_dtype is not None and x.dim() == 4
+    assert state.history is not None and state.test_history is not None
+    assert state.epoch_seconds is not None
+    for epoch in range(state.epoch, config.epochs):
+        started = time.perf_counter()
         model.train()
         order = torch.randperm(len(x), generator=generator)
         batches = range(0, len(x), config.batch_size)
@@ -99,19 +158,107 @@ def train_classifier(
             leave=False,
             unit="batch",
         )
-        total = 0.0
+        total = torch.zeros((), device=compute.device)
         for start in bar:
             idx = order[start : start + config.batch_size]
-            xb = augment_batch(x[idx], generator) if config.augment else x[idx]
-            loss = F.cross_entropy(model(xb), y[idx])
+            xb = x_dev[idx.to(x_dev.device)]
+            if config.augment:
+                xb = augment_batch(xb, generator)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with compute.autocast():
+                loss = F.cross_entropy(model(xb), y_dev[idx.to(y_dev.device)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach().float() * len(idx)
         sched.step()
-        history.append(total / len(x))
+        state.history.append(float(total) / len(x))
+        if evaluate is not None:
+            state.test_history.append(accuracy(model, *evaluate, compute=compute))
+        state.epoch_seconds.append(round(time.perf_counter() - started, 2))
+        state.epoch = epoch + 1
+        if resume_dir is not None:
+            _save_state(resume_dir, model, opt, sched, generator, state, config)
     model.eval()
-    return history
+    out = {"loss": state.history, "epoch_seconds": state.epoch_seconds}
+    if evaluate is not None:
+        out["test_accuracy"] = state.test_history
+    return out
+
+
+STATE_WEIGHTS = "state.safetensors"
+STATE_META = "state.json"
+
+
+def _save_state(
+    directory: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    generator: torch.Generator,
+    state: _State,
+    config: TrainConfig,
+) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for idx, entries in opt_state["state"].items():
+        for key, value in entries.items():
+            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["generator"] = generator.get_state()
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / STATE_WEIGHTS) as tmp:
+        save_file(tensors, str(tmp))
+    write_json(
+        directory / STATE_META,
+        {
+            "epoch": state.epoch,
+            "history": state.history,
+            "test_history": state.test_history,
+            "epoch_seconds": state.epoch_seconds,
+            "param_groups": opt_state["param_groups"],
+            "scheduler": sched.state_dict(),
+            "config": asdict(config),
+            "weights_sha": stable_hash(sorted((k, v.shape) for k, v in tensors.items())),
+        },
+    )
+
+
+def _load_state(
+    directory: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    generator: torch.Generator,
+) -> _State | None:
+    """Restore a saved loop state; None (start afresh) if there is none or it is unreadable."""
+    try:
+        meta = read_json(directory / STATE_META)
+        tensors = load_file(str(directory / STATE_WEIGHTS))
+        if meta.get("weights_sha") != stable_hash(sorted((k, v.shape) for k, v in tensors.items())):
+            return None  # the weights file is from another epoch than the metadata
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
+        for key, value in tensors.items():
+            if key.startswith("opt."):
+                _, idx, name = key.split(".", 2)
+                opt_state["state"].setdefault(int(idx), {})[name] = value
+        opt.load_state_dict(opt_state)
+        sched.load_state_dict(meta["scheduler"])
+        generator.set_state(tensors["generator"])
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None
+    device = next(model.parameters()).device
+    for entries in opt.state.values():
+        for key, value in entries.items():
+            if torch.is_tensor(value) and key != "step":
+                entries[key] = value.to(device)
+    return _State(
+        epoch=int(meta["epoch"]),
+        history=list(meta["history"]),
+        test_history=list(meta["test_history"]),
+        epoch_seconds=list(meta["epoch_seconds"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +271,18 @@ class TrainedModel:
     reused: bool
 
 
+def checkpoint_identity(
+    architecture: str, train: ImageDataset, config: TrainConfig
+) -> dict[str, Any]:
+    """What determines a victim's weights; its hash names the checkpoint directory."""
+    return {
+        "architecture": architecture,
+        "dataset": train.name,
+        "data_fingerprint": train.fingerprint(),
+        "train": asdict(config),
+    }
+
+
 def train_or_load(
     *,
     architecture: str,
@@ -134,50 +293,64 @@ def train_or_load(
     config: TrainConfig,
     cache_dir: Path,
     progress: bool = True,
+    compute: Compute | None = None,
 ) -> TrainedModel:
     """Train ``model`` (in place) or load the checkpoint of an identical earlier run.
 
     The checkpoint lives in ``cache_dir / f"{architecture}-{key}"``, where ``key`` hashes the
-    architecture, the training data's fingerprint and ``config``.
+    architecture, the training data's fingerprint and ``config``. An interrupted run resumes
+    from ``<checkpoint>.partial``.
     """
-    identity = {
-        "architecture": architecture,
-        "dataset": train.name,
-        "data_fingerprint": train.fingerprint(),
-        "train": asdict(config),
-    }
+    compute = compute or Compute(precision=config.precision)
+    identity = checkpoint_identity(architecture, train, config)
     directory = cache_dir / f"{architecture}-{stable_hash(identity)}"
     if (directory / META_FILE).is_file():
         meta = load_checkpoint(directory, model, architecture=architecture)
         return TrainedModel(model=model.eval(), directory=directory, meta=meta, reused=True)
 
     _reset(model, config.seed)
+    model = compute.module(model)
     subset = (
         train
         if config.max_train_images is None
         else train.subset(range(min(config.max_train_images, len(train))))
     )
     x = normalization.normalize(subset.to_float())
+    x_test = normalization.normalize(test.to_float())
+    partial = directory.with_name(directory.name + ".partial")
     started = time.perf_counter()
-    history = train_classifier(
-        model, x, subset.labels, config=config, progress=progress, desc=architecture
+    log = train_classifier(
+        model,
+        x,
+        subset.labels,
+        config=config,
+        progress=progress,
+        desc=architecture,
+        compute=compute,
+        evaluate=(x_test, test.labels),
+        resume_dir=partial,
     )
     seconds = time.perf_counter() - started
-    acc = accuracy(model, normalization.normalize(test.to_float()), test.labels)
+    model = model.to(torch.device("cpu"), memory_format=torch.contiguous_format)
+    acc = accuracy(model, x_test, test.labels)  # the reported accuracy: fp32 on the CPU
     meta = {
         **identity,
         "test_dataset": f"{test.name}:{test.split}",
         "test_images": len(test),
         "test_accuracy": acc,
         "train_images": len(subset),
-        "loss_history": history,
+        "loss_history": log["loss"],
+        "test_accuracy_history": log["test_accuracy"],
+        "epoch_seconds": log["epoch_seconds"],
         "train_seconds": round(seconds, 2),
         "seed": config.seed,
         "epochs": config.epochs,
+        "compute": compute.describe(),
         "versions": versions(),
     }
     save_checkpoint(directory, model, meta)
-    return TrainedModel(model=model, directory=directory, meta=meta, reused=False)
+    shutil.rmtree(partial, ignore_errors=True)
+    return TrainedModel(model=model.eval(), directory=directory, meta=meta, reused=False)
 
 
 def _reset(model: nn.Module, seed: int) -> None:

@@ -1,0 +1,101 @@
+"""`splitleak audit` and `splitleak report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from splitleak.cli.app import app, console, err_console
+from splitleak.cli.options import (
+    CkptOpt,
+    DataDirOpt,
+    DatasetOpt,
+    ModelOpt,
+    SeedOpt,
+)
+from splitleak.errors import SplitleakError
+
+
+@app.command("audit")
+def audit_cmd(
+    model: ModelOpt = "mnist-net",
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    checkpoint: CkptOpt = None,
+    budget: Annotated[
+        str, typer.Option(help="quick, standard or paper (smoke: tests only)")
+    ] = "quick",
+    seed: SeedOpt = 0,
+    max_edge_macs: Annotated[int | None, typer.Option(help="planner: edge compute budget")] = None,
+    max_bytes: Annotated[int | None, typer.Option(help="planner: max bytes per input")] = None,
+    max_leakage: Annotated[float | None, typer.Option(help="planner: max worst-case SSIM")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="planner: min accuracy")] = None,
+    out: Annotated[Path, typer.Option(help="audit folder; rerun to continue")] = Path("audit"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the grid and its cost")] = False,
+) -> None:
+    """Audit a model: split points × attacks × defenses, then the planner and an HTML report.
+
+    Finished cells are stored as they finish; rerun the same command after an interruption
+    to continue where it stopped.
+    """
+    from splitleak.audit import AuditConfig, check_out_dir, prepare, run_audit
+    from splitleak.progress import AuditProgress
+
+    cfg = AuditConfig(
+        model=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        checkpoint=checkpoint,
+        budget=budget,
+        seed=seed,
+        max_edge_macs=max_edge_macs,
+        max_feature_bytes=max_bytes,
+        max_leakage=max_leakage,
+        min_accuracy=min_accuracy,
+    )
+    if dry_run:
+        _print_grid(prepare(cfg, out)[2])
+        return
+    check_out_dir(out, cfg)
+    display = AuditProgress()
+    try:
+        outcome = run_audit(cfg, out, progress=display)
+    except KeyboardInterrupt:
+        display.stop()
+        err_console.print(
+            f"interrupted: finished cells are stored in {out}; rerun the same command to continue"
+        )
+        raise typer.Exit(130) from None
+    display.stop()
+    console.print(
+        f"computed {len(outcome.computed)} cells, reused {len(outcome.reused)}; "
+        f"report: {outcome.report}"
+    )
+
+
+def _print_grid(cells: list[Any]) -> None:
+    table = Table("#", "section", "cell", "estimate")
+    for i, c in enumerate(cells, 1):
+        table.add_row(str(i), c.section, c.label, f"{c.estimate_s:.1f} s")
+    console.print(table)
+    total = sum(c.estimate_s for c in cells)
+    console.print(
+        f"{len(cells)} cells, estimated {total / 60:.1f} min on this machine "
+        "(victim training not included)"
+    )
+
+
+@app.command("report")
+def report_cmd(directory: Annotated[Path, typer.Argument(help="an audit folder")]) -> None:
+    """Re-render an audit's report from its stored results alone."""
+    from splitleak.report.html import render_report
+
+    if not (directory / "audit.json").is_file():
+        raise SplitleakError(
+            f"{directory} is not an audit folder (no audit.json); "
+            "run `splitleak audit --out DIR` first"
+        )
+    console.print(f"report: {render_report(directory)}")

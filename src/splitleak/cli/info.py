@@ -1,0 +1,51 @@
+"""`splitleak models` and `splitleak splits`."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from splitleak.cli.app import app, console
+from splitleak.cli.options import (
+    DataDirOpt,
+    DatasetOpt,
+    ModelOpt,
+)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the built-in networks."""
+    from splitleak.models.zoo import ARCHITECTURES
+
+    table = Table("model", "dataset", "input", "description")
+    for arch in ARCHITECTURES.values():
+        table.add_row(
+            arch.name, arch.dataset, "×".join(map(str, arch.input_shape)), arch.description
+        )
+    console.print(table)
+
+
+@app.command("splits")
+def splits_cmd(
+    model: ModelOpt = "mnist-net", dataset: DatasetOpt = None, data_dir: DataDirOpt = None
+) -> None:
+    """List a model's split points with the feature shape sent to the cloud."""
+    import torch
+
+    from splitleak.models import split_model, split_points
+    from splitleak.models.zoo import ARCHITECTURES, default_dataset, resolve_architecture
+
+    dataset = dataset or default_dataset(model)  # unknown names fail before any I/O
+    shape = ARCHITECTURES[model].input_shape if model in ARCHITECTURES else None
+    if shape is None:
+        from splitleak.data import load_dataset
+
+        shape = load_dataset(dataset, "test", root=data_dir).shape
+    arch = resolve_architecture(model, dataset=dataset, input_shape=shape)
+    net = arch.build().eval()
+    table = Table("split point", "feature shape", "values")
+    with torch.no_grad():
+        for point in split_points(net):
+            z = split_model(net, at=point).edge(torch.zeros(1, *arch.input_shape))
+            table.add_row(point, "×".join(map(str, z.shape[1:])), str(z[0].numel()))
+    console.print(table)
