@@ -15,7 +15,7 @@ from splitleak.config import TrainSettings, VictimConfig
 from splitleak.experiment import Victim, load_victim
 
 # Every variable splitleak reads to decide where it writes or reads files.
-_ISOLATED_ENV = ("SPLITLEAK_CACHE", "SPLITLEAK_DATA")
+_ISOLATED_ENV = ("SPLITLEAK_CACHE", "SPLITLEAK_DATA", "SPLITLEAK_THREADS", "SPLITLEAK_PRECISION")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,6 +30,10 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     saved = {name: os.environ.get(name) for name in _ISOLATED_ENV}
     os.environ["SPLITLEAK_CACHE"] = str(root / "cache")
     os.environ["SPLITLEAK_DATA"] = str(root / "data")  # empty: a download would be needed
+    # Commands resolve --threads and --precision auto from these: one thread, and fp32 so
+    # that results do not depend on whether this CPU has fast bf16.
+    os.environ["SPLITLEAK_THREADS"] = "1"
+    os.environ["SPLITLEAK_PRECISION"] = "fp32"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -60,9 +60,29 @@ def victim_config(cache_dir=None) -> VictimConfig:
 # -- the query oracle ---------------------------------------------------------------------
 
 
+def test_granting_access_leaves_the_victim_untouched(mnist_victim):
+    split = split_model(mnist_victim.model, at="ReLU2")
+    before = {k: v.clone() for k, v in mnist_victim.model.state_dict().items()}
+    flags = [p.requires_grad for p in mnist_victim.model.parameters()]
+    for access in (
+        WhiteBoxAccess(split.edge, inputs=mnist_victim.inputs, feature_shape=(16, 8, 8)),
+        QueryAccess(split.edge, inputs=mnist_victim.inputs, feature_shape=(16, 8, 8)),
+        TailAccess(split.cloud, inputs=mnist_victim.inputs, feature_shape=(16, 8, 8)),
+    ):
+        assert access is not None
+    assert [p.requires_grad for p in mnist_victim.model.parameters()] == flags
+    after = mnist_victim.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def oracle(access: QueryAccess) -> CountingEdge:
+    """The access object's private copy of the edge (what actually answers the queries)."""
+    return access._QueryAccess__edge  # type: ignore[attr-defined]
+
+
 def test_every_queried_input_is_counted():
-    edge = CountingEdge()
-    access = QueryAccess(edge, inputs=MNIST_SPEC, feature_shape=(5,))
+    access = QueryAccess(CountingEdge(), inputs=MNIST_SPEC, feature_shape=(5,))
+    edge = oracle(access)
     z = access.query(torch.rand(5, *IMAGE), batch_size=2)  # three calls of the edge
     assert z.shape == (5, 5)
     assert access.queries_used == 5 == edge.inputs_seen and edge.calls == 3
@@ -71,8 +91,8 @@ def test_every_queried_input_is_counted():
 
 
 def test_budget_is_refused_before_the_edge_runs():
-    edge = CountingEdge()
-    access = QueryAccess(edge, inputs=MNIST_SPEC, feature_shape=(5,), budget=5)
+    access = QueryAccess(CountingEdge(), inputs=MNIST_SPEC, feature_shape=(5,), budget=5)
+    edge = oracle(access)
     access.query(torch.rand(3, *IMAGE))
     with pytest.raises(QueryBudgetExceeded, match="budget of 5"):
         access.query(torch.rand(3, *IMAGE))  # 3 + 3 > 5
@@ -86,8 +106,8 @@ def test_budget_is_refused_before_the_edge_runs():
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (2, 3, 28, 28), (2, 1, 32, 32), (2, 784)], ids=str)
 def test_wrong_shaped_queries_are_refused(shape):
-    edge = CountingEdge()
-    access = QueryAccess(edge, inputs=MNIST_SPEC, feature_shape=(5,))
+    access = QueryAccess(CountingEdge(), inputs=MNIST_SPEC, feature_shape=(5,))
+    edge = oracle(access)
     with pytest.raises(InputError, match="queries must have shape"):
         access.query(torch.zeros(shape))
     assert access.queries_used == 0 and edge.calls == 0

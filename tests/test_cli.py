@@ -133,10 +133,22 @@ def test_unknown_setting_is_refused(monkeypatch, capsys, mnist_victim):
     assert "stepz" in line
 
 
-def test_missing_data_offline_fails_fast_with_a_hint(monkeypatch, capsys, tmp_path, offline):
+def test_missing_data_under_an_explicit_data_dir_is_never_downloaded(
+    monkeypatch, capsys, tmp_path, offline
+):
     empty = tmp_path / "empty"
     empty.mkdir()
     args = ["attack", "--dataset", "mnist", "--data-dir", str(empty), "--epochs", "1"]
+    line = error_line(*run_cli(monkeypatch, capsys, *args))
+    assert "--data-dir" in line and "--download" in line and "not found" in line
+    assert offline == []  # no download attempt
+    assert list(empty.iterdir()) == []  # nothing written into the user's folder
+
+
+def test_download_flag_fetches_into_the_data_dir(monkeypatch, capsys, tmp_path, offline):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["attack", "--dataset", "mnist", "--data-dir", str(empty), "--download", "--epochs", "1"]
     line = error_line(*run_cli(monkeypatch, capsys, *args))
     assert "--data-dir" in line and "failed" in line
     assert offline and all("mnist" in url for url in offline)  # it tried the official mirrors

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from splitleak.attacks.factory import for_attack
 from splitleak.config import AttackConfig, Strict, TrainSettings, VictimConfig
 from splitleak.errors import SplitleakError, unknown_name
 from splitleak.experiment import Victim, load_victim
@@ -191,16 +192,15 @@ def build_grid(
                         and not family.rescale
                         else {}
                     )
-                    a = base.model_copy(
-                        update={
-                            "split": defense_split,
-                            "attack": attack,
-                            "defenses": defenses,
-                            "adaptive": aware,
-                            "overrides": {**overrides, **extra},
-                            "attacker_data": budget.attacker_data[0],
-                            "shadow_arch": budget.shadow_arch[0],
-                        }
+                    a = for_attack(
+                        base,
+                        attack,
+                        split=defense_split,
+                        defenses=defenses,
+                        adaptive=aware,
+                        overrides={**overrides, **extra},
+                        attacker_data=budget.attacker_data[0],
+                        shadow_arch=budget.shadow_arch[0],
                     )
                     cells.append(
                         Cell(
@@ -219,13 +219,11 @@ def _attack_variants(
     base: AttackConfig, budget: Budget, split: str, attack: str
 ) -> list[AttackConfig]:
     if attack == "whitebox":
-        return [base.model_copy(update={"split": split, "attack": attack})]
+        return [for_attack(base, attack, split=split)]
     datas = [d for d in budget.attacker_data if not (attack == "shadow" and d == "noise")]
     archs = budget.shadow_arch if attack in ("shadow", "model-reconstruction") else ["same"]
     return [
-        base.model_copy(
-            update={"split": split, "attack": attack, "attacker_data": d, "shadow_arch": a}
-        )
+        for_attack(base, attack, split=split, attacker_data=d, shadow_arch=a)
         for d in datas
         for a in archs
     ]
@@ -285,8 +283,8 @@ def estimate_costs(
             )
             step_cost[(cell.split, a.n_eval)] = _time(_backward(edge, x))
         step = step_cost[(cell.split, a.n_eval)]
-        table = "whitebox" if a.attack in ("whitebox", "model-reconstruction") else "surrogate"
-        steps = inversion_settings(a, architecture="", table=table)["steps"]
+        table = ""  # the attack's own presets table (from the registry)
+        steps = inversion_settings(a, architecture="", table=table).get("steps", 0)
         samples = min(a.attacker_samples or attacker_pool, attacker_pool)
         train = samples * a.attack_epochs * per_sample
         cell.estimate_s = {"whitebox": steps * step, "inverse-network": 0.5 * train}.get(

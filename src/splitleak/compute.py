@@ -39,6 +39,16 @@ def available_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+def default_threads() -> int:
+    """``$SPLITLEAK_THREADS`` if set, else the cores this process may use."""
+    value = os.environ.get("SPLITLEAK_THREADS", "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise DeviceError(f"SPLITLEAK_THREADS={value!r}: expected a positive integer")
+        return int(value)
+    return available_cores()
+
+
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with AMX-BF16 or AVX-512 BF16 (read from /proc/cpuinfo on Linux)."""
     try:
@@ -91,9 +101,18 @@ def _mps_available() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """fp32, bf16 or fp16 for a device; ``auto`` is bf16 where the hardware is fast at it."""
+    """fp32, bf16 or fp16 for a device.
+
+    ``auto`` is ``$SPLITLEAK_PRECISION`` when that is set (a site-wide default, e.g. fp32
+    for reproducible test runs), else bf16 where the hardware is fast at it, else fp32.
+    """
     if name not in PRECISIONS:
         raise DeviceError(f"unknown precision {name!r}; valid: {', '.join(PRECISIONS)}")
+    site = os.environ.get("SPLITLEAK_PRECISION", "")
+    if name == "auto" and site:
+        if site not in PRECISIONS[1:]:
+            raise DeviceError(f"SPLITLEAK_PRECISION={site!r}: expected fp32, bf16 or fp16")
+        name = site
     if name == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
@@ -124,7 +143,7 @@ class Compute:
         return cls(
             device=dev,
             precision=resolve_precision(precision, dev),
-            threads=threads or available_cores(),
+            threads=threads or default_threads(),
         )
 
     def apply_threads(self) -> None:

@@ -1,23 +1,50 @@
 """Typed, strict run configurations (unknown keys are an error).
 
-Layering: field defaults < profile preset < config file < command line; the resolved
-configuration is saved with every result.
+Layering: field defaults < profile preset < ``--config FILE`` < ``--set key=value`` <
+explicit flags, resolved in one place (:mod:`splitleak.layering`); the resolved
+configuration is saved with every result. Attack hyperparameters (``overrides``) are
+checked against the attack's typed spec (:mod:`splitleak.attacks.specs`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-AttackName = Literal["whitebox", "inverse-network", "model-reconstruction", "shadow"]
+if TYPE_CHECKING:
+    from splitleak.compute import Compute
+
 AttackerData = Literal["same-set", "same-distribution", "other-distribution", "noise"]
 ShadowArch = Literal["same", "different"]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComputeSettings(Strict):
+    """Where a run computes (see :mod:`splitleak.compute`); recorded, resolved, with results."""
+
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    threads: int | None = Field(None, ge=1)  # None: $SPLITLEAK_THREADS, else the usable cores
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    def resolve(self) -> Compute:
+        """The :class:`~splitleak.compute.Compute` for this machine (errors if unavailable)."""
+        from splitleak.compute import Compute
+
+        return Compute.resolve(self.device, self.precision, self.threads)
 
 
 class TrainSettings(Strict):
@@ -37,6 +64,7 @@ class VictimConfig(Strict):
     model: str = "mnist-net"
     dataset: str | None = None  # None: the architecture's own dataset
     data_dir: Path | None = None
+    download: bool = False  # fetch missing files into an explicit data_dir (else: never)
     checkpoint: Path | None = None  # a checkpoint directory; None: train or reuse from cache
     cache_dir: Path | None = None
     train: TrainSettings = TrainSettings()
@@ -47,7 +75,7 @@ class AttackConfig(Strict):
 
     victim: VictimConfig = VictimConfig()
     split: str = "ReLU2"
-    attack: AttackName = "whitebox"
+    attack: str = "whitebox"  # a name in splitleak.attacks.registry.ATTACKS
     profile: str = "paper"
     overrides: dict[str, Any] = Field(default_factory=dict)
     attacker_data: AttackerData = "same-distribution"
@@ -64,6 +92,15 @@ class AttackConfig(Strict):
     protocol: Literal["paper", "random"] = "paper"
     n_eval: int = Field(100, ge=1)
     seed: int = 0
+    compute: ComputeSettings = ComputeSettings()
+
+    @field_validator("attack")
+    @classmethod
+    def _attack_known(cls, value: str) -> str:
+        from splitleak.attacks.registry import get_attack
+
+        get_attack(value)  # raises an error listing the valid attacks
+        return value
 
     @field_validator("defenses")
     @classmethod

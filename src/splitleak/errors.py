@@ -38,6 +38,10 @@ class QueryBudgetExceeded(AccessError):
     """An attacker asked the edge oracle for more queries than its budget allows."""
 
 
+class NotFittedError(SplitleakError, RuntimeError):
+    """An attack or defense was used before ``fit``."""
+
+
 class InputError(SplitleakError):
     """A tensor has the wrong shape, dtype or contains non-finite values."""
 

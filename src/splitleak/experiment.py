@@ -19,16 +19,18 @@ from torch import nn
 from splitleak.attacks.access import Access, InputSpec, QueryAccess, TailAccess, WhiteBoxAccess
 from splitleak.attacks.base import Reconstruction
 from splitleak.attacks.cache import ModuleCache
-from splitleak.attacks.factory import THREAT_MODELS, build_attack
+from splitleak.attacks.factory import build_attack
+from splitleak.attacks.registry import get_attack
 from splitleak.compute import CPU_FP32, Compute
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.data import ImageDataset, load_dataset
 from splitleak.data.splits import AttackerSamples, draw_attacker_samples
 from splitleak.defenses import DefendedEdge, parse_defense
+from splitleak.defenses.deploy import Deployment, TrainingData, deploy, replaced_part
 from splitleak.errors import CheckpointError
 from splitleak.evaluation import evaluation_indices
 from splitleak.metrics import PSNR_CAP, image_metrics, summarize
-from splitleak.models import Architecture, SplitModel, split_model
+from splitleak.models import Architecture, SplitModel
 from splitleak.models.checkpoint import load_checkpoint
 from splitleak.models.train import TrainConfig, train_or_load
 from splitleak.models.zoo import default_dataset, resolve_architecture
@@ -74,8 +76,9 @@ def load_victim(
     """
     compute = compute or CPU_FP32
     dataset = cfg.dataset or default_dataset(cfg.model)  # unknown names fail before any I/O
-    train = load_dataset(dataset, "train", root=cfg.data_dir)
-    test = load_dataset(dataset, "test", root=cfg.data_dir)
+    download = cfg.download or cfg.data_dir is None  # never write into an explicit root
+    train = load_dataset(dataset, "train", root=cfg.data_dir, download=download)
+    test = load_dataset(dataset, "test", root=cfg.data_dir, download=download)
     arch = resolve_architecture(cfg.model, dataset=dataset, input_shape=test.shape)
     model = arch.build()
     if tuple(arch.input_shape) != test.shape:
@@ -85,6 +88,7 @@ def load_victim(
         )
     if cfg.checkpoint is not None:
         meta = load_checkpoint(cfg.checkpoint, model, architecture=arch.name)
+        _check_trained_on(meta, train, cfg.checkpoint)
         return Victim(arch, model.eval(), train, test, meta, cfg.checkpoint)
     trained = train_or_load(
         architecture=arch.name,
@@ -100,6 +104,21 @@ def load_victim(
         cache_dir=(cfg.cache_dir or default_cache_dir()) / "models",
     )
     return Victim(arch, trained.model, train, test, trained.meta, trained.directory)
+
+
+def _check_trained_on(meta: dict[str, Any], train: ImageDataset, directory: Path) -> None:
+    # The checkpoint's dataset name and fingerprint must be those of the data given now.
+    name, fingerprint = meta.get("dataset"), meta.get("data_fingerprint")
+    if name is not None and name != train.name:
+        raise CheckpointError(
+            f"checkpoint {directory} was trained on {name!r}, not {train.name!r}; pass "
+            f"--dataset {name} or a checkpoint trained on {train.name}"
+        )
+    if fingerprint is not None and fingerprint != train.fingerprint():
+        raise CheckpointError(
+            f"checkpoint {directory} was trained on other {train.name} data (fingerprint "
+            f"{fingerprint} ≠ {train.fingerprint()}); retrain it on this data"
+        )
 
 
 def train_config(
@@ -125,34 +144,75 @@ def make_access(
     *,
     budget: int | None = None,
     edge: nn.Module | None = None,
+    tail_defenses: tuple[Any, ...] = (),
 ) -> Access:
     """Step 5: the access object for a threat model — never the split model itself.
 
     ``edge`` replaces the split's edge part, e.g. by a :class:`DefendedEdge` when the
-    attacker knows the defense (white-box) or its queries pass through it (black-box).
+    attacker knows the defense (white-box) or its queries pass through it (black-box):
+    the defense-aware inverse network is trained on defended features this way.
+    ``tail_defenses`` are the defenses a defense-aware query-free attacker knows; its
+    shadow is trained through ``cloud ∘ defenses``.
     """
     edge = edge if edge is not None else split.edge
     if kind == "white-box":
         return WhiteBoxAccess(edge, inputs=inputs, feature_shape=feature_shape)
     if kind == "black-box":
         return QueryAccess(edge, inputs=inputs, feature_shape=feature_shape, budget=budget)
-    return TailAccess(split.cloud, inputs=inputs, feature_shape=feature_shape)
+    return TailAccess(
+        split.cloud, inputs=inputs, feature_shape=feature_shape, defenses=tuple(tail_defenses)
+    )
 
 
 def defended_edge(cfg: AttackConfig, split: SplitModel) -> DefendedEdge:
-    """The edge with the configured defenses (no defenses: the identity wrapper)."""
+    """The edge with the configured defenses, none of which trains (see deploy_defenses)."""
     return DefendedEdge(split.edge, [parse_defense(d) for d in cfg.defenses], seed=cfg.seed)
+
+
+def deploy_defenses(
+    victim: Victim,
+    *,
+    split: str,
+    defenses: tuple[str, ...],
+    seed: int = 0,
+    cache_dir: Path | None = None,
+) -> Deployment:
+    """Step 3 with the defenses: cut the victim and deploy them, training those that learn.
+
+    Trained state (learned noise, fine-tuned clouds, NoPeek models) is cached under
+    ``cache_dir/defenses`` (default: the splitleak cache), keyed by the victim checkpoint,
+    the split point and the defense's settings. ``seed`` seeds the defense draws.
+    """
+    n_train = int(victim.meta.get("train_images", len(victim.train)))
+
+    def data() -> TrainingData:
+        inputs = victim.normalize(victim.train)[:n_train]
+        return TrainingData(inputs, victim.train.labels[:n_train])
+
+    target = {
+        "victim": str(victim.checkpoint.name if victim.checkpoint else None),
+        "victim_fingerprint": victim.meta.get("data_fingerprint"),
+        "split": split,
+    }
+    cache = ModuleCache((cache_dir or default_cache_dir()) / "defenses", target)
+    specs = [parse_defense(d) for d in defenses]
+    return deploy(victim.model, split, specs, data=data, cache=cache, seed=seed)
 
 
 def attacker_samples(
     cfg: AttackConfig, *, victim: Victim, eval_indices: torch.Tensor
 ) -> AttackerSamples | None:
-    """Step 6: the attacker's own data (none for the white-box attacker)."""
-    if cfg.attack == "whitebox":
+    """Step 6: the attacker's own data (none for attacks that need none)."""
+    if not get_attack(cfg.attack).needs_data:
         return None
     other = None
     if cfg.attacker_data == "other-distribution":
-        other = load_dataset(cfg.other_dataset, "test", root=cfg.victim.data_dir)
+        other = load_dataset(
+            cfg.other_dataset,
+            "test",
+            root=cfg.victim.data_dir,
+            download=cfg.victim.download or cfg.victim.data_dir is None,
+        )
     n_train = victim.meta.get("train_images", len(victim.train))
     return draw_attacker_samples(
         kind=cfg.attacker_data,
@@ -174,6 +234,10 @@ def attack_cache(cfg: AttackConfig, victim: Victim) -> ModuleCache:
         "split": cfg.split,
         "oracle_defenses": list(cfg.defenses) if cfg.adaptive else [],
     }
+    # Fine-tuning and NoPeek change the deployed model itself, which every attacker faces.
+    deployed = [d for d in cfg.defenses if replaced_part(parse_defense(d))]
+    if deployed:
+        target["deployed"] = deployed
     return ModuleCache((cfg.victim.cache_dir or default_cache_dir()) / "attacks", target)
 
 
@@ -189,10 +253,11 @@ def defended_accuracy(
 ) -> list[float]:
     """Test accuracy of cloud(defended edge(x)) on the full test set, once per draw.
 
-    Without defenses one draw is enough (the model is deterministic).
+    The cloud is the deployed one (fine-tuned, or NoPeek's). Without defenses one draw is
+    enough (the model is deterministic).
     """
-    parts = split_model(victim.model, at=split)
-    edge = DefendedEdge(parts.edge, [parse_defense(d) for d in defenses], seed=seed)
+    deployment = deploy_defenses(victim, split=split, defenses=defenses, seed=seed)
+    parts, edge = deployment.parts, deployment.defended
     x, y = victim.normalize(victim.test), victim.test.labels
     accuracies = []
     for draw in range(draws if defenses else 1):
@@ -226,28 +291,50 @@ def run_attack(
     out: Path | None = None,
     victim: Victim | None = None,
     progress: bool = True,
+    compute: Compute | None = None,
 ) -> AttackRun:
-    """Run one attack end to end and (if ``out``) write its run directory."""
-    torch.manual_seed(cfg.seed)
-    victim = victim or load_victim(cfg.victim, progress=progress)  # 1
+    """Run one attack end to end and (if ``out``) write its run directory.
+
+    ``compute`` defaults to ``cfg.compute`` resolved on this machine. The global random
+    state is left as it was: every random choice derives from ``cfg.seed``.
+    """
+    compute = compute or cfg.compute.resolve()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return _run_attack(cfg, out=out, victim=victim, progress=progress, compute=compute)
+
+
+def _run_attack(
+    cfg: AttackConfig,
+    *,
+    out: Path | None,
+    victim: Victim | None,
+    progress: bool,
+    compute: Compute,
+) -> AttackRun:
+    victim = victim or load_victim(cfg.victim, progress=progress, compute=compute)  # 1
     eval_idx = evaluation_indices(
         victim.test.labels,
         protocol=cfg.protocol,  # 2
         n=cfg.n_eval,
         seed=cfg.seed,
     )
-    split = split_model(victim.model, at=cfg.split)  # 3
+    deployment = deploy_defenses(  # 3, with the defenses trained if they learn
+        victim, split=cfg.split, defenses=cfg.defenses, seed=cfg.seed,
+        cache_dir=cfg.victim.cache_dir,
+    )  # fmt: skip
+    split, observed = deployment.parts, deployment.defended
     pixels = victim.test.subset(eval_idx).to_float()
-    observed = defended_edge(cfg, split)
     with torch.no_grad():
         z = observed(victim.architecture.normalization.normalize(pixels))  # 4
     access = make_access(
-        THREAT_MODELS[cfg.attack],
+        get_attack(cfg.attack).threat_model,
         split,
         victim.inputs,  # 5
         tuple(z.shape[1:]),
         budget=cfg.query_budget,
         edge=observed.reseed(cfg.seed + 1) if cfg.adaptive else None,
+        tail_defenses=tuple(deployment.defenses) if cfg.adaptive else (),
     )
     data = attacker_samples(cfg, victim=victim, eval_indices=eval_idx)  # 6
     attack = build_attack(
@@ -258,6 +345,7 @@ def run_attack(
         feature_shape=tuple(z.shape[1:]),
         progress=progress,
         cache=attack_cache(cfg, victim),
+        compute=compute,
     )
     started = time.perf_counter()
     attack.fit(access, data)  # 7
@@ -282,11 +370,13 @@ def run_attack(
         queries_used=access.queries_used,
         provenance={
             "seed": cfg.seed,
+            "compute": compute.describe(),
             "versions": versions(),
             "checkpoint": str(victim.checkpoint),
             "victim_test_accuracy": victim.meta.get("test_accuracy"),
             "attack_hyperparameters": attack.hyperparameters(),
             "attacker_data": data.describe() if data else None,
+            "defense_training": deployment.training,
             "reconstruction_info": {k: v for k, v in rec.info.items() if k != "objective_trace"},
         },
     )

@@ -41,6 +41,19 @@ _WEIGHTED_FUNCTIONS = {F.conv1d, F.conv2d, F.conv3d, F.linear}
 _MATMULS: set[object] = {torch.matmul, torch.mm, torch.bmm, operator.matmul, "matmul", "mm", "bmm"}
 
 
+FEATURE_DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8")
+
+
+def check_feature_dtype(name: str) -> torch.dtype:
+    """The torch dtype features are sent in; a one-line error for anything else."""
+    if name not in FEATURE_DTYPES:
+        from splitleak.errors import unknown_name
+
+        raise unknown_name("feature dtype", name, FEATURE_DTYPES)
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
+
+
 @dataclass(frozen=True)
 class SplitCost:
     """What the edge pays, per input, when the model is cut after ``split``."""
@@ -232,25 +245,27 @@ def _or_inf(value: float | None) -> float:
     return math.inf if value is None else value
 
 
-def _objectives(rows: list[PlanRow]) -> list[tuple[float, ...]]:
+def _objectives(rows: list[PlanRow], *, memory: bool = False) -> list[tuple[float, ...]]:
     """Vectors to minimise; unknown leakage or accuracy is the worst possible value."""
     use_leakage = any(r.leakage is not None for r in rows)
     use_accuracy = any(r.accuracy is not None for r in rows)
     return [
         (r.edge_macs, r.feature_bytes)
+        + ((r.edge_param_bytes,) if memory else ())
         + ((_or_inf(r.leakage),) if use_leakage else ())
         + ((_or_inf(None if r.accuracy is None else -r.accuracy),) if use_accuracy else ())
         for r in rows
     ]
 
 
-def pareto_front(rows: list[PlanRow]) -> list[PlanRow]:
+def pareto_front(rows: list[PlanRow], *, memory: bool = False) -> list[PlanRow]:
     """The rows no other row dominates, in input order; rows with equal objectives all stay.
 
-    Objectives: fewer edge MACs, fewer feature bytes, lower leakage, higher accuracy. One
-    unknown for every row is ignored; one unknown for some rows counts as worst there.
+    Objectives: fewer edge MACs, fewer feature bytes, lower leakage, higher accuracy (and,
+    with ``memory``, fewer edge parameter bytes). One unknown for every row is ignored; one
+    unknown for some rows counts as worst there.
     """
-    vectors = _objectives(rows)
+    vectors = _objectives(rows, memory=memory)
 
     def dominated(v: tuple[float, ...]) -> bool:
         return any(w != v and all(a <= b for a, b in zip(w, v, strict=True)) for w in vectors)

@@ -18,6 +18,7 @@ from splitleak.planner import (
     Constraints,
     PlanRow,
     Recommendation,
+    check_feature_dtype,
     pareto_front,
     plan_record,
     plan_rows,
@@ -43,7 +44,7 @@ DEFAULT_FAMILIES = (
 
 
 def parse_family(text: str) -> DefenseFamily:
-    """``family:location:l1,l2,...[:relative|:rescale]`` -> DefenseFamily."""
+    """``family:location:l1,l2,...[:flag[=value]...]`` -> DefenseFamily."""
     from splitleak.defenses import parse_defense
     from splitleak.errors import unknown_name
 
@@ -53,8 +54,14 @@ def parse_family(text: str) -> DefenseFamily:
     for level in parts[2].split(","):  # validate each level with the defense parser
         parse_defense(":".join([parts[0], parts[1], level, *parts[3:]]))
     levels = tuple(float(v) for v in parts[2].split(","))
+    other = tuple(flag for flag in parts[3:] if flag not in ("relative", "rescale"))
     return DefenseFamily(
-        parts[0], parts[1], levels, relative="relative" in parts[3:], rescale="rescale" in parts[3:]
+        parts[0],
+        parts[1],
+        levels,
+        relative="relative" in parts[3:],
+        rescale="rescale" in parts[3:],
+        flags=other,
     )
 
 
@@ -135,7 +142,6 @@ def plan_study(
     progress: bool = False,
 ) -> Plan:
     """Per split point: cost, accuracy and worst-case leakage; Pareto set; recommendation."""
-    import torch
 
     store = ResultStore(out)
     points = split_study(
@@ -154,9 +160,8 @@ def plan_study(
         ]
         for s in leakage
     }
-    costs = split_costs(
-        victim.model, victim.architecture.input_shape, feature_dtype=getattr(torch, feature_dtype)
-    )
+    dtype = check_feature_dtype(feature_dtype)
+    costs = split_costs(victim.model, victim.architecture.input_shape, feature_dtype=dtype)
     rows = plan_rows([c for c in costs if c.split in leakage], leakage=leakage, accuracy=accuracy)
     plan = Plan(rows, pareto_front(rows), recommend_split(rows, constraints))
     plot_plan(

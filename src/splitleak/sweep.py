@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from splitleak.attacks.factory import for_attack
 from splitleak.config import AttackConfig
 from splitleak.experiment import Victim, defended_accuracy, run_attack
 from splitleak.metrics import summarize
@@ -114,16 +115,19 @@ class DefenseFamily:
     levels: tuple[float, ...]
     relative: bool = False
     rescale: bool = False
+    flags: tuple[str, ...] = ()  # any other spec flags, e.g. ("clip=5", "finetune")
 
     def spec(self, level: float) -> tuple[str, ...]:
         if level == 0:
             return ()
         flags = (":relative" if self.relative else "") + (":rescale" if self.rescale else "")
+        flags += "".join(f":{flag}" for flag in self.flags)
         return (f"{self.family}:{self.location}:{level:g}{flags}",)
 
     @property
     def label(self) -> str:
         extra = " (relative)" if self.relative else (" (rescaled)" if self.rescale else "")
+        extra += f" [{', '.join(self.flags)}]" if self.flags else ""
         return f"{self.family} on {self.location}{extra}"
 
 
@@ -148,13 +152,12 @@ def defense_sweep(
             )
             for attack in attacks:
                 for aware in adaptive if defenses else (False,):
-                    cfg = base.model_copy(
-                        update={
-                            "attack": attack,
-                            "defenses": defenses,
-                            "adaptive": aware,
-                            "overrides": _aware_overrides(base, fam, aware),
-                        }
+                    cfg = for_attack(
+                        base,
+                        attack,
+                        defenses=defenses,
+                        adaptive=aware,
+                        overrides=_aware_overrides(base, fam, aware),
                     )
                     rec = attack_cell(cfg, victim, store, progress=progress)
                     points.append(_point(fam, level, acc, rec, attack, aware))
@@ -208,7 +211,7 @@ def split_sweep(
     for depth, split in enumerate(names):
         for attack in attacks:
             rec = attack_cell(
-                base.model_copy(update={"split": split, "attack": attack}),
+                for_attack(base, attack, split=split),
                 victim,
                 store,
                 progress=progress,

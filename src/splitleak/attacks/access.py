@@ -12,6 +12,7 @@ the normalisation the edge expects), and the feature shape the cloud receives.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,9 @@ class InputSpec:
 
 
 def _frozen(module: nn.Module) -> nn.Module:
-    module.eval()
+    # A frozen private copy: granting access never changes the victim's own parameters
+    # (their requires_grad flags, their device, their gradients).
+    module = copy.deepcopy(module).eval()
     for p in module.parameters():
         p.requires_grad_(False)
     return module
@@ -47,7 +50,7 @@ class WhiteBoxAccess:
     kind: str = field(default="white-box", init=False)
 
     def __post_init__(self) -> None:
-        _frozen(self.edge)
+        object.__setattr__(self, "edge", _frozen(self.edge))
 
     @property
     def queries_used(self) -> int:
@@ -106,15 +109,21 @@ class QueryAccess:
 
 @dataclass(frozen=True)
 class TailAccess:
-    """The query-free attacker: only the cloud part f2 (which it runs itself)."""
+    """The query-free attacker: only the cloud part f2 (which it runs itself).
+
+    ``defenses`` are the edge defenses a defense-aware attacker knows (the mechanism and
+    its parameters, not its future random draws); its shadow is then trained through
+    ``f2 ∘ defenses``. Empty: the attacker ignores any defense.
+    """
 
     cloud: nn.Module
     inputs: InputSpec
     feature_shape: tuple[int, ...]
+    defenses: tuple[Any, ...] = ()
     kind: str = field(default="query-free", init=False)
 
     def __post_init__(self) -> None:
-        _frozen(self.cloud)
+        object.__setattr__(self, "cloud", _frozen(self.cloud))
 
     @property
     def queries_used(self) -> int:

@@ -1,8 +1,10 @@
 """The training loop every learned attack shares (decoders, shadow edges).
 
 Pure function over in-memory tensors: inputs and targets are computed once (features of
-the query set are never recomputed per epoch), then shuffled mini-batches with Adam and a
-step learning-rate schedule (the authors: lr 1e-3, halved every 10 epochs).
+the query set are never recomputed per epoch), then mini-batches with Adam and a step
+learning-rate schedule (the authors: lr 1e-3, halved every 10 epochs; their code uses
+AMSGrad with eps 1e-3 and reads the query set in order). Forward passes run under the
+:class:`~splitleak.compute.Compute`'s autocast with fp32 master weights.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from splitleak.compute import CPU_FP32, Compute
 
 
 def fit_module(
@@ -25,19 +29,28 @@ def fit_module(
     lr: float = 1e-3,
     halve_every: int = 10,
     batch_size: int = 128,
+    amsgrad: bool = False,
+    adam_eps: float = 1e-8,
+    shuffle: bool = True,
     seed: int = 0,
     progress: bool = False,
     desc: str = "fit",
+    compute: Compute = CPU_FP32,
 ) -> list[float]:
     """Train ``module`` so that ``loss_fn(head(module(inputs)), targets)`` is small.
 
     ``head`` (optional, frozen by the caller) is applied after ``module``: the query-free
-    shadow is trained through the cloud part this way. Returns the mean loss per epoch.
+    shadow is trained through the cloud part this way. ``module`` (and ``head``) are moved
+    to ``compute``'s device and back to the CPU at the end. Returns the mean loss per epoch.
 
     Shapes: inputs (N, ...), targets (N, ...).
     """
     generator = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    module.to(compute.device)
+    if head is not None:
+        head.to(compute.device)
+    x, y = compute.tensor(inputs), compute.tensor(targets)
+    opt = torch.optim.Adam(module.parameters(), lr=lr, amsgrad=amsgrad, eps=adam_eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(halve_every, 1), gamma=0.5)
     history: list[float] = []
     bar = tqdm(
@@ -45,20 +58,24 @@ def fit_module(
     )
     for _ in bar:
         module.train()
-        order = torch.randperm(len(inputs), generator=generator)
-        total = 0.0
-        for start in range(0, len(inputs), batch_size):
+        order = torch.randperm(len(x), generator=generator) if shuffle else torch.arange(len(x))
+        order = order.to(x.device)
+        total = torch.zeros((), device=x.device)
+        for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
-            out = module(inputs[idx])
-            loss = loss_fn(head(out) if head is not None else out, targets[idx])
+            with compute.autocast():
+                out = module(x[idx])
+                loss = loss_fn((head(out) if head is not None else out).float(), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += loss.detach().float() * len(idx)
         sched.step()
-        history.append(total / max(len(inputs), 1))
+        history.append(float(total) / max(len(x), 1))
         bar.set_postfix(loss=f"{history[-1]:.4g}")
-    module.eval()
+    module.eval().cpu()
+    if head is not None:
+        head.cpu()
     return history
 
 
@@ -69,8 +86,45 @@ class TrainedAttackMixin:
     lr: float
     halve_every: int
     batch_size: int
+    amsgrad: bool
+    adam_eps: float
+    shuffle: bool
     seed: int
     progress: bool
+    compute: Compute
+
+    def _set_training(
+        self,
+        *,
+        epochs: int,
+        lr: float,
+        halve_every: int,
+        batch_size: int,
+        amsgrad: bool,
+        adam_eps: float,
+        shuffle: bool,
+        seed: int,
+        progress: bool,
+        compute: Compute,
+    ) -> None:
+        self.epochs, self.lr, self.halve_every = epochs, lr, halve_every
+        self.batch_size = batch_size
+        self.amsgrad, self.adam_eps, self.shuffle = amsgrad, adam_eps, shuffle
+        self.seed, self.progress, self.compute = seed, progress, compute
+
+    def training_hyperparameters(self) -> dict[str, object]:
+        """What determines the learned module (part of its cache key)."""
+        return {
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "halve_every": self.halve_every,
+            "batch_size": self.batch_size,
+            "amsgrad": self.amsgrad,
+            "adam_eps": self.adam_eps,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+            "precision": self.compute.precision,
+        }
 
     def _fit(
         self,
@@ -92,7 +146,11 @@ class TrainedAttackMixin:
             lr=self.lr,
             halve_every=self.halve_every,
             batch_size=self.batch_size,
+            amsgrad=self.amsgrad,
+            adam_eps=self.adam_eps,
+            shuffle=self.shuffle,
             seed=self.seed,
             progress=self.progress,
             desc=desc,
+            compute=self.compute,
         )

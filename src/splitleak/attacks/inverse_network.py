@@ -30,7 +30,9 @@ from splitleak.attacks.base import Reconstruction, check_features
 from splitleak.attacks.cache import ModuleCache
 from splitleak.attacks.decoders import build_decoder
 from splitleak.attacks.fitting import TrainedAttackMixin
+from splitleak.compute import CPU_FP32, Compute
 from splitleak.data.splits import AttackerSamples
+from splitleak.errors import NotFittedError, SplitleakError
 
 
 class InverseNetwork(TrainedAttackMixin):
@@ -39,7 +41,8 @@ class InverseNetwork(TrainedAttackMixin):
     Args:
         decoder: ``paper`` (the authors' decoder for their split points, else automatic)
             or ``auto``.
-        epochs, lr, halve_every, batch_size: decoder training.
+        epochs, lr, halve_every, batch_size, amsgrad, adam_eps, shuffle: decoder training
+            (:class:`~splitleak.attacks.specs.TrainingSpec`).
         architecture, split: names used to pick the paper's decoder (public knowledge of
             where the cut is, not of f1's weights).
         cache: where trained decoders are stored and reused.
@@ -56,31 +59,39 @@ class InverseNetwork(TrainedAttackMixin):
         lr: float = 1e-3,
         halve_every: int = 10,
         batch_size: int = 128,
+        amsgrad: bool = False,
+        adam_eps: float = 1e-8,
+        shuffle: bool = True,
         architecture: str = "",
         split: str = "",
         cache: ModuleCache | None = None,
         seed: int = 0,
         progress: bool = False,
+        compute: Compute = CPU_FP32,
     ) -> None:
-        self.decoder, self.epochs, self.lr = decoder, epochs, lr
-        self.halve_every, self.batch_size = halve_every, batch_size
+        self.decoder = decoder
         self.architecture, self.split, self.cache = architecture, split, cache
-        self.seed, self.progress = seed, progress
+        self._set_training(
+            epochs=epochs, lr=lr, halve_every=halve_every, batch_size=batch_size,
+            amsgrad=amsgrad, adam_eps=adam_eps, shuffle=shuffle, seed=seed,
+            progress=progress, compute=compute,
+        )  # fmt: skip
 
     def fit(self, access: QueryAccess, data: AttackerSamples | None = None) -> InverseNetwork:
         """Query f1 once with the attacker's samples and train the decoder."""
         require(access, (QueryAccess,), "the inverse-network attack")
         if data is None:
-            raise ValueError("the inverse-network attack needs attacker samples")
+            raise SplitleakError("the inverse-network attack needs attacker samples")
         self.inputs_, self.feature_shape_ = access.inputs, access.feature_shape
-        torch.manual_seed(self.seed)
-        decoder = build_decoder(
-            self.decoder,
-            architecture=self.architecture,
-            split=self.split,
-            feature_shape=access.feature_shape,
-            image_shape=access.inputs.shape,
-        )
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
+            torch.manual_seed(self.seed)
+            decoder = build_decoder(
+                self.decoder,
+                architecture=self.architecture,
+                split=self.split,
+                feature_shape=access.feature_shape,
+                image_shape=access.inputs.shape,
+            )
         x = access.inputs.normalization.normalize(data.pixels)
 
         def train(module: torch.nn.Module) -> dict[str, Any]:
@@ -102,6 +113,8 @@ class InverseNetwork(TrainedAttackMixin):
     @torch.no_grad()
     def reconstruct(self, z: torch.Tensor) -> Reconstruction:
         """One forward pass of the decoder."""
+        if not hasattr(self, "decoder_"):
+            raise NotFittedError("call fit(access, data) before reconstruct(z)")
         check_features(z, self.feature_shape_)
         x = self.decoder_(z)
         info = {
@@ -111,11 +124,4 @@ class InverseNetwork(TrainedAttackMixin):
         return Reconstruction(images=self.inputs_.normalization.denormalize(x), x=x, info=info)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "decoder": self.decoder,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "halve_every": self.halve_every,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-        }
+        return {"decoder": self.decoder, **self.training_hyperparameters()}

@@ -51,6 +51,8 @@ def invert_features(
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     cosine: bool = False,
     mask: torch.Tensor | None = None,
+    amsgrad: bool = False,
+    adam_eps: float = 1e-8,
     progress: bool = False,
     desc: str = "invert",
 ) -> InversionResult:
@@ -60,12 +62,14 @@ def invert_features(
     of the others. ``bounds`` (low, high), if given, projects x back into the valid pixel
     range after every step. ``cosine`` anneals the learning rate to zero. ``mask`` (same
     shape as z, 0/1) restricts the feature error to the entries it marks — the attack on
-    feature dropout uses it to ignore the dropped entries.
+    feature dropout uses it to ignore the dropped entries. ``amsgrad`` and ``adam_eps`` set
+    the Adam variant (the authors' code: AMSGrad, eps 1e-3). Everything runs on ``x0``'s
+    device, in the dtype of ``x0`` (callers keep rMLE in fp32).
 
     Shapes: z (N, *F), x0 (N, C, H, W) -> result.x (N, C, H, W).
     """
     x = x0.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=lr)
+    opt = torch.optim.Adam([x], lr=lr, amsgrad=amsgrad, eps=adam_eps)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     every = max(steps // 100, 1)
     history: list[float] = []

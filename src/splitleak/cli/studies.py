@@ -12,17 +12,24 @@ from splitleak.cli.app import app, console
 from splitleak.cli.options import (
     AttacksOpt,
     CkptOpt,
+    ConfigOpt,
     DataDirOpt,
     DatasetOpt,
+    DeviceOpt,
     EpochsOpt,
     ModelOpt,
     OutDirOpt,
+    PrecisionOpt,
     ProfileOpt,
     SeedOpt,
+    SetOpt,
     SplitOpt,
-    parse_overrides,
+    ThreadsOpt,
+    compute_flags,
+    parse_attacks,
     victim_and_base,
 )
+from splitleak.preflight import check_output_dir
 
 
 @app.command("defend")
@@ -45,13 +52,19 @@ def defend_cmd(
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="inversion key=value")] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
     out: OutDirOpt = Path("runs/defend"),
 ) -> None:
     """Sweep defense levels: accuracy vs PSNR/SSIM plots (naive and defense-aware) + grids."""
     from splitleak.studies import DEFAULT_FAMILIES, defense_study, parse_family
 
     families = [parse_family(f) for f in family] if family else list(DEFAULT_FAMILIES)
+    attack_list = parse_attacks(attacks)
+    check_output_dir(out, must_not_exist=False)
     victim, base = victim_and_base(
         model,
         dataset,
@@ -62,10 +75,12 @@ def defend_cmd(
         profile=profile,
         seed=seed,
         attack_epochs=attack_epochs,
-        overrides=parse_overrides(set_ or []),
+        sets=set_,
+        compute=compute_flags(device, precision, threads),
+        config_file=config,
     )
     points = defense_study(
-        victim, base, out, families=families, attacks=attacks.split(","), draws=draws, progress=True
+        victim, base, out, families=families, attacks=attack_list, draws=draws, progress=True
     )
     table = Table("defense", "level", "attack", "aware", "accuracy", "PSNR", "SSIM")
     for p in points:
@@ -93,12 +108,18 @@ def sweep_splits_cmd(
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
     out: OutDirOpt = Path("runs/splits"),
-    set_: Annotated[list[str] | None, typer.Option("--set", help="inversion key=value")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Attack every split point; chart PSNR/SSIM against depth with one grid row per split."""
     from splitleak.studies import split_study
 
+    attack_list = parse_attacks(attacks)
+    check_output_dir(out, must_not_exist=False)
     victim, base = victim_and_base(
         model,
         dataset,
@@ -108,9 +129,11 @@ def sweep_splits_cmd(
         profile=profile,
         seed=seed,
         attack_epochs=attack_epochs,
-        overrides=parse_overrides(set_ or []),
+        sets=set_,
+        compute=compute_flags(device, precision, threads),
+        config_file=config,
     )
-    points = split_study(victim, base, out, attacks=attacks.split(","), progress=True)
+    points = split_study(victim, base, out, attacks=attack_list, progress=True)
     table = Table("split", "attack", "PSNR", "SSIM")
     for p in points:
         table.add_row(p["split"], p["attack"], f"{p['psnr']:.2f}", f"{p['ssim']:.3f}")
@@ -135,13 +158,20 @@ def plan_cmd(
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    threads: ThreadsOpt = None,
+    config: ConfigOpt = None,
     out: OutDirOpt = Path("runs/plan"),
-    set_: Annotated[list[str] | None, typer.Option("--set", help="inversion key=value")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Pick a split point: compute, bytes, accuracy and worst-case leakage per split."""
-    from splitleak.planner import Constraints, format_table
+    from splitleak.planner import Constraints, check_feature_dtype, format_table
     from splitleak.studies import plan_study
 
+    attack_list = parse_attacks(attacks)
+    check_feature_dtype(feature_dtype)
+    check_output_dir(out, must_not_exist=False)
     victim, base = victim_and_base(
         model,
         dataset,
@@ -151,7 +181,9 @@ def plan_cmd(
         profile=profile,
         seed=seed,
         attack_epochs=attack_epochs,
-        overrides=parse_overrides(set_ or []),
+        sets=set_,
+        compute=compute_flags(device, precision, threads),
+        config_file=config,
     )
     constraints = Constraints(
         max_edge_macs=max_edge_macs,
@@ -164,7 +196,7 @@ def plan_cmd(
         base,
         out,
         constraints=constraints,
-        attacks=attacks.split(","),
+        attacks=attack_list,
         defenses=tuple(defense or ()),
         feature_dtype=feature_dtype,
         progress=True,

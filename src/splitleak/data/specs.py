@@ -43,6 +43,7 @@ class DatasetSpec:
         folder: Sub-folder of the data root holding the files (``""`` if none).
         classes: Class names indexed by label.
         description: One-line summary for listings and help text.
+        image_shape: (C, H, W) of every image, known before any file is read.
     """
 
     uses_root: ClassVar[bool] = True
@@ -52,6 +53,7 @@ class DatasetSpec:
     folder: str
     classes: tuple[str, ...]
     description: str
+    image_shape: tuple[int, int, int] = (1, 28, 28)
 
     def missing_files(self, split: str, root: Path) -> list[Path]:
         """Return the local files of ``split`` under ``root`` that do not exist."""
@@ -139,6 +141,7 @@ class CifarSpec(DatasetSpec):
         extras: Other archive members worth unpacking (e.g. ``batches.meta``).
     """
 
+    image_shape: tuple[int, int, int] = (3, 32, 32)
     archive_urls: tuple[str, ...]
     archive_name: str
     archive_md5: str

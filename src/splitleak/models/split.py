@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from splitleak.errors import unknown_name
+from splitleak.errors import SplitleakError, unknown_name
 
 # Nodes that only reshape; listing them as split points would duplicate their input's row.
 _RESHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity)
@@ -100,12 +100,33 @@ def split_model(model: nn.Module, *, at: str) -> SplitModel:
     gm = _trace(model)
     positions = _cut_positions(gm)
     if at not in positions:
-        raise unknown_name("split point", at, split_points(gm))
+        raise _not_a_cut(gm, at)
     nodes = list(gm.graph.nodes)
     cut = nodes[positions[at]]
     edge = _subgraph(gm, nodes[: positions[at] + 1], inputs=None, output=cut)
     cloud = _subgraph(gm, nodes[positions[at] + 1 :], inputs=cut, output=None)
     return SplitModel(edge=edge, cloud=cloud, at=at, full=model)
+
+
+def _not_a_cut(gm: fx.GraphModule, at: str) -> SplitleakError:
+    # A layer that exists but is not a cut point gets a reason, not "unknown".
+    nodes = list(gm.graph.nodes)
+    reused = _reused_modules(nodes)
+    valid = ", ".join(split_points(gm))
+    for i, node in enumerate(nodes):
+        if _node_label(node, reused) != at:
+            continue
+        later = nodes[i + 1 :]
+        crossing = [n.name for n in nodes[: i + 1] if any(u in later for u in n.users)]
+        if any(u.op == "output" for u in node.users):
+            reason = "it is the model's output (nothing is left for the cloud)"
+        else:
+            reason = f"{len(crossing)} tensors cross the cut there ({', '.join(crossing)})"
+        return SplitleakError(
+            f"cannot split after {at!r}: {reason}; a split point must pass exactly one "
+            f"tensor to the cloud — valid split points: {valid}"
+        )
+    return unknown_name("split point", at, split_points(gm))
 
 
 def _subgraph(
