@@ -32,20 +32,16 @@ def splits_cmd(
     """List a model's split points with the feature shape sent to the cloud."""
     import torch
 
-    from splitleak.models import split_model, split_points
-    from splitleak.models.zoo import ARCHITECTURES, default_dataset, resolve_architecture
+    from splitleak.config import VictimConfig
+    from splitleak.models import split_model
+    from splitleak.preflight import check_victim
 
-    dataset = dataset or default_dataset(model)  # unknown names fail before any I/O
-    shape = ARCHITECTURES[model].input_shape if model in ARCHITECTURES else None
-    if shape is None:
-        from splitleak.data import load_dataset
-
-        shape = load_dataset(dataset, "test", root=data_dir).shape
-    arch = resolve_architecture(model, dataset=dataset, input_shape=shape)
-    net = arch.build().eval()
+    checked = check_victim(VictimConfig(model=model, dataset=dataset, data_dir=None))
+    net = checked.network.eval()
+    shape = checked.input_shape
     table = Table("split point", "feature shape", "values")
     with torch.no_grad():
-        for point in split_points(net):
-            z = split_model(net, at=point).edge(torch.zeros(1, *arch.input_shape))
+        for point in checked.split_points:
+            z = split_model(net, at=point).edge(torch.zeros(1, *shape))
             table.add_row(point, "×".join(map(str, z.shape[1:])), str(z[0].numel()))
     console.print(table)

@@ -152,7 +152,13 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = safe_unpickle(path)
     data, labels = _entry(batch, "data"), _entry(batch, "labels")
     if data is None or labels is None:
-        raise idx_error(path, "not a CIFAR-10 batch (expected a dict with data and labels)")
+        missing = " and ".join(k for k, v in (("data", data), ("labels", labels)) if v is None)
+        found = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
+        raise idx_error(
+            path,
+            f"not a CIFAR-10 batch: no {missing!r} entry (found {found}); expected the "
+            "python-version batches of cifar-10-python.tar.gz",
+        )
     images = _check_images(path, data)
     return images, _check_labels(path, labels, len(images))
 

@@ -99,7 +99,11 @@ def _parse_header(path: Path, raw: bytes) -> tuple[tuple[int, ...], int]:
     zero, type_code, ndim = struct.unpack(">HBB", raw[:4])
     magic = int.from_bytes(raw[:4], "big")
     if zero != 0 or ndim not in _ALLOWED_NDIM:
-        raise idx_error(path, f"not an IDX image or label file (magic 0x{magic:08x})")
+        raise idx_error(
+            path,
+            f"not an IDX image or label file: magic 0x{magic:08x}, expected 0x00000803 "
+            "(images) or 0x00000801 (labels); is it the right file, and gunzipped only once?",
+        )
     if type_code != _UBYTE_CODE:
         raise idx_error(path, f"IDX element type 0x{type_code:02x} is not unsigned byte (0x08)")
     offset = 4 + 4 * ndim

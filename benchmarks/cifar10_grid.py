@@ -1,0 +1,181 @@
+"""The CIFAR-10 half of ACSAC Tables 3, 4, 6 and 8, resumable across sessions.
+
+    python benchmarks/cifar10_grid.py --threads 1                 # run what is missing
+    python benchmarks/cifar10_grid.py --max-cells 3 --threads 1   # a bounded chunk
+    python benchmarks/cifar10_grid.py --status                    # what is done, what is left
+    python benchmarks/cifar10_grid.py --report                    # markdown tables
+
+Every finished cell is written at once to ``results/cifar10_grid/cells/<key>.json``
+(atomically; the key hashes the cell's full configuration and the victim checkpoint), so a
+killed or time-limited run loses at most the cell in progress and a rerun — in this session
+or a later one, after ``git pull`` — computes only the missing cells. Commit the cell files.
+
+The victim is the authors' recipe (50 epochs, batch 32, Adam/AMSGrad, flip + affine
+augmentation) trained with ``--precision`` (default auto: bf16 autocast on CPUs with fast
+bf16); its checkpoint lives in ``results/cifar10_grid/cache/models`` and an interrupted
+training run resumes from its ``.partial`` state there. Decoders and shadows are trained
+with the authors' budget: 50 epochs, batch 32 (``--attack-epochs``, ``--attack-batch-size``);
+their loss histories are kept in each cell as the convergence record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, cell
+
+from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
+from splitleak.records import read_json, stable_hash, versions, write_json
+from splitleak.report.published import WHITEBOX, published
+
+SPLITS = ["conv11", "ReLU22", "ReLU32"]
+GRID_DIR = RESULTS / "cifar10_grid"
+
+
+def grid(tables: list[str], protocols: list[str]) -> list[dict[str, Any]]:
+    """Every cell of the requested tables: a dict of AttackConfig fields plus labels."""
+    specs: list[dict[str, Any]] = []
+    if "3" in tables:
+        specs += [
+            {"table": "3", "attack": "whitebox", "profile": p, "row": p}
+            for p in ("paper", "authors-code", "strong")
+        ]
+    if "4" in tables:
+        specs += [
+            {"table": "4", "attack": "inverse-network", "attacker_data": d, "row": d}
+            for d in ("same-set", "same-distribution", "noise")
+        ]
+    if "8" in tables:
+        specs += [
+            {"table": "8", "attack": "model-reconstruction", "attacker_data": "same-distribution",
+             "row": None}
+        ]  # fmt: skip
+    if "6" in tables:
+        specs += [
+            {"table": "6", "attack": "shadow", "attacker_data": d, "shadow_arch": a, "row": (d, a)}
+            for a in ("same", "different")
+            for d in ("same-set", "same-distribution")
+        ]
+    return [
+        {**spec, "split": split, "protocol": protocol}
+        for protocol in protocols
+        for spec in specs
+        for split in SPLITS
+    ]
+
+
+def attack_config(spec: dict[str, Any], victim: VictimConfig, args: argparse.Namespace) -> Any:
+    fields = {k: v for k, v in spec.items() if k not in {"table", "row"}}
+    return AttackConfig(
+        victim=victim,
+        n_eval=args.n_eval,
+        seed=args.seed,
+        attack_epochs=args.attack_epochs,
+        attack_batch_size=args.attack_batch_size,
+        compute=ComputeSettings(precision=args.precision, threads=args.threads),
+        **fields,
+    )
+
+
+def cell_path(cfg: AttackConfig) -> Path:
+    return GRID_DIR / "cells" / f"{stable_hash(cfg.model_dump(mode='json'), length=20)}.json"
+
+
+def reference(spec: dict[str, Any]) -> Any:
+    if spec["attack"] == "whitebox":
+        return WHITEBOX.get(("cifar10-net", spec["split"]))
+    return published(spec["attack"], "cifar10-net", spec["split"], spec["row"])
+
+
+def run_cell(spec: dict[str, Any], cfg: AttackConfig, victim: Any) -> dict[str, Any]:
+    from splitleak.experiment import run_attack
+
+    started = time.perf_counter()
+    run = run_attack(cfg, victim=victim, progress=True)
+    info = run.provenance["reconstruction_info"]
+    return {
+        "spec": {k: v for k, v in spec.items() if k != "row"},
+        "row": str(spec["row"]),
+        "config": cfg.model_dump(mode="json"),
+        "summary": run.summary,
+        "published": reference(spec),
+        "per_image": run.per_image,
+        "seconds": round(time.perf_counter() - started, 1),
+        "queries": run.queries_used,
+        "compute": run.provenance["compute"],
+        "victim": {"checkpoint": Path(str(victim.checkpoint)).name,
+                   "test_accuracy": victim.meta.get("test_accuracy")},
+        "attack_hyperparameters": run.provenance["attack_hyperparameters"],
+        "info": {k: v for k, v in info.items() if k != "feature_mse"},
+        "versions": versions(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(__file__).parents[2] / "shared" / "datasets"
+    )
+    parser.add_argument("--tables", default="3,4,8,6")
+    parser.add_argument("--protocols", default="paper,random")
+    parser.add_argument("--n-eval", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--victim-epochs", type=int, default=50)
+    parser.add_argument("--attack-epochs", type=int, default=50)
+    parser.add_argument("--attack-batch-size", type=int, default=32)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-cells", type=int, default=None, help="stop after N new cells")
+    parser.add_argument("--status", action="store_true", help="list done and missing cells")
+    parser.add_argument("--report", action="store_true", help="print the tables")
+    args = parser.parse_args()  # fmt: skip
+    os.environ.setdefault("SPLITLEAK_CACHE", str(GRID_DIR / "cache"))
+    victim_cfg = VictimConfig(
+        model="cifar10-net", data_dir=args.data_dir, train=TrainSettings(epochs=args.victim_epochs)
+    )
+    specs = grid(args.tables.split(","), args.protocols.split(","))
+    cells = [(s, attack_config(s, victim_cfg, args)) for s in specs]
+    done = [(s, c) for s, c in cells if cell_path(c).is_file()]
+    if args.status or args.report:
+        print(f"{len(done)} of {len(cells)} cells done")
+        for spec, cfg in cells:
+            path = cell_path(cfg)
+            if args.report and path.is_file():
+                rec = read_json(path)
+                print(f"| T{spec['table']} | {spec['protocol']} | {spec['attack']} / {rec['row']} "
+                      f"| {spec['split']} | {cell(rec['summary'], rec['published'])} "
+                      f"| {rec['seconds']} |")  # fmt: skip
+            elif args.status and not path.is_file():
+                print(f"missing: T{spec['table']} {spec['protocol']} {spec['attack']} "
+                      f"{spec['row']} {spec['split']}")  # fmt: skip
+        return
+    from splitleak.experiment import load_victim
+
+    compute = cells[0][1].compute.resolve()
+    compute.apply_threads()
+    victim = load_victim(victim_cfg, compute=compute)
+    print(f"victim: test accuracy {victim.meta['test_accuracy']:.4f}; "
+          f"{len(done)} of {len(cells)} cells already done", flush=True)  # fmt: skip
+    new = 0
+    for spec, cfg in cells:
+        path = cell_path(cfg)
+        if path.is_file():
+            continue
+        if args.max_cells is not None and new >= args.max_cells:
+            break
+        record = run_cell(spec, cfg, victim)
+        write_json(path, record)
+        new += 1
+        print(f"T{spec['table']} {spec['protocol']:6s} {spec['attack']} {record['row']} "
+              f"{spec['split']}: {cell(record['summary'], record['published'])} "
+              f"[{record['seconds']} s]", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

