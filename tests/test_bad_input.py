@@ -219,7 +219,7 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
                         "--out", out],
         "count mismatch": ["attack", "--dataset", "mnist", "--data-dir", str(data / "count"),
                            "--out", out],
-        "pickle payload": ["attack", "--dataset", "cifar10", "--model", "cifar10-net",
+        "pickle payload": ["attack", "--dataset", "cifar10", "--model", "cifar10-net", "--split", "ReLU22",
                            "--data-dir", str(data / "pickle"), "--out", out],
         "train: unknown model": ["train", "--model", "resnet"],
         "splits: untraceable model": ["splits", "--model", f"{u}:untraceable"],

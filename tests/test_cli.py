@@ -219,3 +219,33 @@ def test_help_lists_the_commands(monkeypatch, capsys):
     assert code == 0
     for command in ("models", "splits", "train", "attack"):
         assert command in out
+
+
+def test_saved_config_given_back_reproduces_the_run(monkeypatch, capsys, tmp_path, mnist_victim):
+    first, second = tmp_path / "a", tmp_path / "b"
+    code, _, err = run_cli(
+        monkeypatch, capsys, *ATTACK, "--split", "conv1", "--set", "steps=25", "--out", str(first)
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        monkeypatch, capsys, "attack", "--config", str(first / "config.json"), "--out", str(second)
+    )
+    assert code == 0, err
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (first, second))
+    assert a["per_image"] == b["per_image"] and a["summary"] == b["summary"]
+    assert json.loads((second / "config.json").read_text()) == json.loads(
+        (first / "config.json").read_text()
+    )
+
+
+def test_layers_flags_beat_set_beat_config(monkeypatch, tmp_path):
+    from splitleak.layering import resolve_attack_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'split = "pool1"\nseed = 4\n[overrides]\nsteps = 7\n[victim.train]\nepochs = 2\n'
+    )
+    cfg = resolve_attack_config(config_file=path, sets=["seed=5", "steps=9"], flags={"seed": 6})
+    assert (cfg.split, cfg.seed, cfg.overrides["steps"], cfg.victim.train.epochs) == (
+        "pool1", 6, 9, 2,
+    )  # fmt: skip

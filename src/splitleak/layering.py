@@ -61,7 +61,10 @@ def parse_sets(items: list[str], model: type[BaseModel] = AttackConfig) -> dict[
         path = key.split(".")
         if path[0] not in model.model_fields:
             path = ["overrides", *path]
-        _put(out, path, parse_value(raw), item)
+        value = parse_value(raw)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SplitleakError(f"--set {item}: expected a finite number for {key}")
+        _put(out, path, value, item)
     return out
 
 
