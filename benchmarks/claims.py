@@ -7,7 +7,8 @@
 
 Each run writes ``results/claim_<n>.json`` and replaces its section of BENCHMARKS.md
 (between ``<!-- claim-<n> -->`` markers) with the outcome and its numbers, whether or not
-the claim holds. Cells are cached in ``results/store_mnist`` so the claims share work.
+the claim holds. Cells are stored in ``results/store_mnist`` (or ``--store``, shared with
+audits and studies) so the claims share work.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, base_parser, save_results
+from common import add_cell_options, base_parser, open_store, save_results
 
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.experiment import load_victim
@@ -232,13 +233,14 @@ def main() -> None:
         help="attack settings for claims 4/5: authors-logged (IoTJ), strong, ...",
     )
     parser.add_argument("--attack-epochs", type=int, default=20)
+    add_cell_options(parser, store="store_mnist", executor=False)
     args = parser.parse_args()
     started = time.perf_counter()
     victim_cfg = VictimConfig(
         model="mnist-net", data_dir=args.data_dir, train=TrainSettings(epochs=args.epochs)
     )
     victim = load_victim(victim_cfg)
-    store = ResultStore(RESULTS / "store_mnist")
+    store = open_store(args)
     lines, points = CLAIMS[args.claim](victim, victim_cfg, store, args)
     print("\n".join(lines))
     save_results(

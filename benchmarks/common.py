@@ -1,4 +1,10 @@
-"""Shared helpers for the benchmark scripts: argument parsing, result files, tables."""
+"""Shared helpers for the benchmark scripts: argument parsing, result files, tables, cells.
+
+A benchmark row is a cell (:mod:`splitleak.cells`): :func:`attack_records` submits the
+rows' attack configurations to a store and reads the records back, so a benchmark reuses
+the cells an audit or a study computed with the same configuration, and they reuse its
+(point ``--store`` / ``$SPLITLEAK_STORE`` of all of them at one folder).
+"""
 
 from __future__ import annotations
 
@@ -76,3 +82,51 @@ def print_markdown(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1)
+
+
+def add_cell_options(parser: argparse.ArgumentParser, *, store: str, executor: bool = True) -> None:
+    """``--store`` and (if ``executor``) ``--executor``, ``--workers``, ``--address``."""
+    from splitleak.executor import EXECUTORS
+
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help=f"cell store shared with audits and studies (default: $SPLITLEAK_STORE, "
+        f"else results/{store})",
+    )
+    parser.set_defaults(store_name=store, executor="serial", workers=None, address=None)
+    if executor:
+        parser.add_argument("--executor", default="serial", choices=EXECUTORS)
+        parser.add_argument("--workers", type=int, default=None, help="cells in flight")
+        parser.add_argument("--address", default=None, help="Ray cluster (or RAY_ADDRESS)")
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    """The cell store the options name."""
+    from splitleak.store import ResultStore, store_dir
+
+    return ResultStore(store_dir(args.store, RESULTS / args.store_name))
+
+
+def open_executor(args: argparse.Namespace) -> Any:
+    """The executor the options name (close it, or use it in a ``with``)."""
+    from splitleak.executor import make_executor
+
+    return make_executor(args.executor, workers=args.workers, address=args.address)
+
+
+def attack_records(
+    configs: list[Any], victim: Any, store: Any, *, executor: Any = None
+) -> list[dict[str, Any]]:
+    """Each configuration's stored attack record, computing the missing ones (one batch).
+
+    Records carry ``summary``, ``per_image``, ``queries_used``, ``timings``, ``wall_s`` and
+    ``provenance``: everything a benchmark row reports.
+    """
+    from splitleak.cells import attack_spec
+    from splitleak.executor import submit_cells
+
+    specs = [attack_spec(cfg, victim) for cfg in configs]
+    submit_cells(specs, store, victims=[victim], executor=executor).check()
+    return [store.get(spec.key) for spec in specs]

@@ -4,8 +4,9 @@
     python benchmarks/threat_grid_tables.py --model cifar10-net --epochs 2 --cpu-profile
 
 Every measured cell is printed beside the published one, with wall time, and the outcome
-of claims 2 and 3 of paper_results.md is stated from the measured numbers. Trained
-decoders and shadows are cached, so a rerun only re-evaluates.
+of claims 2 and 3 of paper_results.md is stated from the measured numbers. Every row is a
+cell of the store (``--store``, shared with audits and studies; ``--executor`` runs them in
+parallel), so a rerun recomputes nothing.
 
 ``--cpu-profile`` (for CIFAR-10 on a laptop CPU) reduces: attacker samples to 2,000, decoder
 and shadow training to 5 epochs, and evaluation to the paper protocol.
@@ -16,10 +17,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from common import base_parser, cell, print_markdown, save_results
+from common import (
+    add_cell_options,
+    attack_records,
+    base_parser,
+    cell,
+    open_executor,
+    open_store,
+    print_markdown,
+    save_results,
+)
 
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
-from splitleak.experiment import load_victim, run_attack
+from splitleak.experiment import load_victim
 from splitleak.report.published import published
 
 SPLITS = {"mnist-net": ["conv1", "ReLU2"], "cifar10-net": ["conv11", "ReLU22", "ReLU32"]}
@@ -107,6 +117,7 @@ def main() -> None:
     )
     parser.add_argument("--name", default=None, help="results file name (default: by model)")
     parser.add_argument("--shadow-arch", default=None, help="only this shadow net (Table 6)")
+    add_cell_options(parser, store="store_threat_grid")
     args = parser.parse_args()
     if args.cpu_profile:
         args.attacker_samples, args.attack_epochs, args.protocols = 2000, 5, "paper"
@@ -117,56 +128,64 @@ def main() -> None:
     victim = load_victim(victim_cfg)
     print(f"victim {args.model}: test accuracy {victim.meta['test_accuracy']:.4f}", flush=True)
     rows = []
-    for protocol in args.protocols.split(","):
-        specs = grid(args.tables.split(","))
-        if args.rows:
-            specs = [s for s in specs if s["attacker_data"] in args.rows.split(",")]
-        if args.shadow_arch:
-            specs = [s for s in specs if s.get("shadow_arch") == args.shadow_arch]
-        for spec in specs:
-            for split in SPLITS[args.model]:
-                t0 = time.perf_counter()
-                cfg = AttackConfig(
-                    victim=victim_cfg,
-                    split=split,
-                    attack=spec["attack"],
-                    profile=args.profile,
-                    attacker_data=spec["attacker_data"],
-                    shadow_arch=spec.get("shadow_arch", "same"),
-                    attacker_samples=args.attacker_samples,
-                    attack_epochs=args.attack_epochs,
-                    attack_batch_size=args.attack_batch_size,
-                    protocol=protocol,
-                    n_eval=args.n_eval,
-                    seed=args.seed,
-                )
-                run = run_attack(cfg, victim=victim, progress=False)
-                ref = published(spec["attack"], args.model, split, spec["row"])
-                rows.append(
-                    {
-                        "table": spec["table"],
-                        "attack": spec["attack"],
-                        "split": split,
-                        "row_key": str(spec["row"]),
-                        "protocol": protocol,
-                        "setting": _label(spec),
-                        "summary": run.summary,
-                        "published": ref,
-                        "cell": cell(run.summary, ref),
-                        "queries": run.queries_used,
-                        "seconds": round(time.perf_counter() - t0, 1),
-                        "info": {
-                            k: v
-                            for k, v in run.provenance["reconstruction_info"].items()
-                            if k not in {"feature_mse"}
-                        },
-                    }
-                )
-                print(
-                    f"T{spec['table']} {protocol:6s} {_label(spec):38s} {split:7s} "
-                    f"{rows[-1]['cell']} [{rows[-1]['seconds']} s]",
-                    flush=True,
-                )
+    specs = grid(args.tables.split(","))
+    if args.rows:
+        specs = [s for s in specs if s["attacker_data"] in args.rows.split(",")]
+    if args.shadow_arch:
+        specs = [s for s in specs if s.get("shadow_arch") == args.shadow_arch]
+    todo = [
+        (protocol, spec, split)
+        for protocol in args.protocols.split(",")
+        for spec in specs
+        for split in SPLITS[args.model]
+    ]
+    configs = [
+        AttackConfig(
+            victim=victim_cfg,
+            split=split,
+            attack=spec["attack"],
+            profile=args.profile,
+            attacker_data=spec["attacker_data"],
+            shadow_arch=spec.get("shadow_arch", "same"),
+            attacker_samples=args.attacker_samples,
+            attack_epochs=args.attack_epochs,
+            attack_batch_size=args.attack_batch_size,
+            protocol=protocol,
+            n_eval=args.n_eval,
+            seed=args.seed,
+        )
+        for protocol, spec, split in todo
+    ]
+    with open_executor(args) as executor:  # each row is a cell of the shared store
+        records = attack_records(configs, victim, open_store(args), executor=executor)
+    for (protocol, spec, split), record in zip(todo, records, strict=True):
+        ref = published(spec["attack"], args.model, split, spec["row"])
+        rows.append(
+            {
+                "table": spec["table"],
+                "attack": spec["attack"],
+                "split": split,
+                "row_key": str(spec["row"]),
+                "protocol": protocol,
+                "setting": _label(spec),
+                "summary": record["summary"],
+                "published": ref,
+                "cell": cell(record["summary"], ref),
+                "queries": record["queries_used"],
+                "seconds": round(record["wall_s"], 1),
+                "key": record["key"],
+                "info": {
+                    k: v
+                    for k, v in record["provenance"]["reconstruction_info"].items()
+                    if k not in {"feature_mse"}
+                },
+            }
+        )
+        print(
+            f"T{spec['table']} {protocol:6s} {_label(spec):38s} {split:7s} "
+            f"{rows[-1]['cell']} [{rows[-1]['seconds']} s]",
+            flush=True,
+        )
     outcome = claims(rows)
     name = args.name or f"tables468_{args.model}"
     dest = save_results(name, [*rows, {"claims": outcome}], args, started, out=args.out)

@@ -5,16 +5,26 @@
 
 Trains (or reuses) the victim on the full training set, then attacks each split point
 with each profile under each protocol, printing every measured cell beside the paper's.
+Every row is a cell of the store (``--store``, shared with audits and studies).
 """
 
 from __future__ import annotations
 
 import time
 
-from common import base_parser, cell, print_markdown, save_results
+from common import (
+    add_cell_options,
+    attack_records,
+    base_parser,
+    cell,
+    open_executor,
+    open_store,
+    print_markdown,
+    save_results,
+)
 
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
-from splitleak.experiment import load_victim, run_attack
+from splitleak.experiment import load_victim
 from splitleak.report.published import WHITEBOX
 
 SPLITS = {"mnist-net": ["conv1", "ReLU2"], "cifar10-net": ["conv11", "ReLU22", "ReLU32"]}
@@ -26,6 +36,7 @@ def main() -> None:
     parser.add_argument("--profiles", default="paper,authors-code,strong")
     parser.add_argument("--splits", default=None, help="comma-separated (default: the paper's)")
     parser.add_argument("--steps", type=int, default=None, help="override every profile's steps")
+    add_cell_options(parser, store="store_whitebox")
     args = parser.parse_args()
     started = time.perf_counter()
     victim_cfg = VictimConfig(
@@ -38,36 +49,45 @@ def main() -> None:
     )
     rows = []
     splits = args.splits.split(",") if args.splits else SPLITS[args.model]
-    for protocol in args.protocols.split(","):
-        for profile in args.profiles.split(","):
-            for split in splits:
-                overrides = {"steps": args.steps} if args.steps else {}
-                cfg = AttackConfig(
-                    victim=victim_cfg,
-                    split=split,
-                    profile=profile,
-                    protocol=protocol,
-                    n_eval=args.n_eval,
-                    seed=args.seed,
-                    overrides=overrides,
-                )
-                run = run_attack(cfg, victim=victim, progress=False)
-                rows.append(
-                    {
-                        "protocol": protocol,
-                        "profile": profile,
-                        "split": split,
-                        "summary": run.summary,
-                        "seconds": run.timings["reconstruct_s"],
-                        "published": WHITEBOX.get((args.model, split)),
-                        "cell": cell(run.summary, WHITEBOX.get((args.model, split))),
-                    }
-                )
-                print(
-                    f"{protocol:6s} {profile:12s} {split:7s} {rows[-1]['cell']}  "
-                    f"[{rows[-1]['seconds']:.1f} s]",
-                    flush=True,
-                )
+    overrides = {"steps": args.steps} if args.steps else {}
+    grid = [
+        (protocol, profile, split)
+        for protocol in args.protocols.split(",")
+        for profile in args.profiles.split(",")
+        for split in splits
+    ]
+    configs = [
+        AttackConfig(
+            victim=victim_cfg,
+            split=split,
+            profile=profile,
+            protocol=protocol,
+            n_eval=args.n_eval,
+            seed=args.seed,
+            overrides=overrides,
+        )
+        for protocol, profile, split in grid
+    ]
+    with open_executor(args) as executor:  # each row is a cell of the shared store
+        records = attack_records(configs, victim, open_store(args), executor=executor)
+    for (protocol, profile, split), record in zip(grid, records, strict=True):
+        rows.append(
+            {
+                "protocol": protocol,
+                "profile": profile,
+                "split": split,
+                "summary": record["summary"],
+                "seconds": record["timings"]["reconstruct_s"],
+                "published": WHITEBOX.get((args.model, split)),
+                "cell": cell(record["summary"], WHITEBOX.get((args.model, split))),
+                "key": record["key"],
+            }
+        )
+        print(
+            f"{protocol:6s} {profile:12s} {split:7s} {rows[-1]['cell']}  "
+            f"[{rows[-1]['seconds']:.1f} s]",
+            flush=True,
+        )
     dest = save_results(f"table3_{args.model}", rows, args, started, out=args.out)
     print_markdown(rows, ["protocol", "profile", "split", "cell", "seconds"])
     print(f"accuracy {victim.meta['test_accuracy']:.4f}; results in {dest}")

@@ -15,7 +15,13 @@ from splitleak.config import TrainSettings, VictimConfig
 from splitleak.experiment import Victim, load_victim
 
 # Every variable splitleak reads to decide where it writes or reads files.
-_ISOLATED_ENV = ("SPLITLEAK_CACHE", "SPLITLEAK_DATA", "SPLITLEAK_THREADS", "SPLITLEAK_PRECISION")
+_ISOLATED_ENV = (
+    "SPLITLEAK_CACHE",
+    "SPLITLEAK_DATA",
+    "SPLITLEAK_THREADS",
+    "SPLITLEAK_PRECISION",
+    "SPLITLEAK_STORE",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,6 +40,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # that results do not depend on whether this CPU has fast bf16.
     os.environ["SPLITLEAK_THREADS"] = "1"
     os.environ["SPLITLEAK_PRECISION"] = "fp32"
+    os.environ.pop("SPLITLEAK_STORE", None)  # every command keeps its cells in its own folder
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -79,9 +79,9 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_cells(
 ):
     _, cache = uninterrupted
     monkeypatch.setenv("SPLITLEAK_CACHE", str(cache))
-    import splitleak.audit as audit
+    import splitleak.cells as cells
 
-    real, calls = audit.run_cell, []
+    real, calls = cells.compute_cell, []
 
     def interrupt_third(*args, **kwargs):
         calls.append(1)
@@ -89,7 +89,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_cells(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(audit, "run_cell", interrupt_third)
+    monkeypatch.setattr(cells, "compute_cell", interrupt_third)  # what the executor calls
     monkeypatch.setattr(sys, "argv", ["splitleak", *SMOKE, "--out", str(tmp_path / "a")])
     with pytest.raises(SystemExit) as exc:
         cli.main()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from splitleak import cli, sweep
+from splitleak import cells, cli
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.experiment import Victim, defended_accuracy, load_victim, run_attack
 from splitleak.models import split_points
@@ -88,15 +88,15 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
-    """Wrap ``splitleak.sweep.<name>`` so that every call is recorded."""
+    """Wrap ``splitleak.cells.<name>`` (what every cell calls) so that each call is recorded."""
     calls: list[object] = []
-    original = getattr(sweep, name)
+    original = getattr(cells, name)
 
     def counted(*args: object, **kwargs: object) -> object:
         calls.append(args[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(sweep, name, counted)
+    monkeypatch.setattr(cells, name, counted)
     return calls
 
 

@@ -15,9 +15,11 @@ from typing import Any
 Warning_ = dict[str, Any]
 
 #: Attacks that know less than the white-box attacker (no victim weights).
-BLACK_BOX = ("inverse-network", "model-reconstruction", "shadow")
+BLACK_BOX = ("inverse-network", "model-reconstruction", "shadow", "hybrid-blackbox", "unsplit")
 #: Attacks that run an optimiser reporting ``converged``.
-OPTIMISING = ("whitebox", "model-reconstruction", "shadow")
+OPTIMISING = (
+    "whitebox", "model-reconstruction", "shadow", "hybrid-whitebox", "hybrid-blackbox", "unsplit"
+)  # fmt: skip
 
 BLACKBOX_MARGIN = 0.02  # SSIM by which a black-box attack may beat the white-box one
 AWARE_MARGIN = 0.05  # SSIM by which the defense-aware attack may trail the naive one
@@ -31,10 +33,13 @@ CODES = (
     "aware-weaker-than-naive",
     "not-converged",
     "single-draw-defense",
+    "single-draw-attack",
     "few-images",
     "below-published",
 )
-_SEVERITY = {"warning": 0, "info": 1}
+#: Checks that fail a result outright (severity ``error``), run before :data:`CODES`.
+FAILURES = ("data-overlap",)
+_SEVERITY = {"error": -1, "warning": 0, "info": 1}
 _LISTED = 3  # labels named in a one-line message before "and N more"
 
 
@@ -189,6 +194,40 @@ def _single_draw_defense(results: dict[str, Any]) -> list[Warning_]:
     ]
 
 
+def _stochastic(defenses: Iterable[str]) -> bool:
+    """Whether any defense draws fresh randomness (learned noise and NoPeek do not)."""
+    from splitleak.defenses import parse_defense
+    from splitleak.defenses.deploy import is_stochastic
+    from splitleak.errors import SplitleakError
+
+    for spec in defenses:
+        try:
+            if is_stochastic(parse_defense(str(spec))):
+                return True
+        except SplitleakError:
+            return True  # unreadable: assume it draws noise
+    return False
+
+
+def _single_draw_attack(results: dict[str, Any]) -> list[Warning_]:
+    rows = [
+        r
+        for r in _attack_rows(results)
+        if r.get("defenses") and _stochastic(r["defenses"]) and (r.get("draws") or 1) < MIN_DRAWS
+    ]
+    if not rows:
+        return []
+    return [
+        _warning(
+            "single-draw-attack",
+            f"{len(rows)} attack score(s) against a random defense come from one defense "
+            f"draw ({_names(rows)}); the SSIM may be a lucky or unlucky draw (score over "
+            "several draws with `splitleak plan-defenses`)",
+            [r["key"] for r in rows],
+        )
+    ]
+
+
 def _few_images(results: dict[str, Any]) -> list[Warning_]:
     rows = [r for r in _attack_rows(results) if (r.get("n") or 0) < MIN_IMAGES]
     if not rows:
@@ -227,23 +266,106 @@ def _below_published(results: dict[str, Any]) -> list[Warning_]:
     ]
 
 
+def data_overlap(record: dict[str, Any]) -> dict[str, int]:
+    """How many evaluation images a stored result's attacker, tuning or evaluator data hold.
+
+    Reads the record's provenance: ``evaluation`` (source and indices of the scored images),
+    ``attacker_data``, ``tuning.tuning_data`` and the recognisability evaluator's training
+    data. Data from another source (the training split, another dataset, noise) cannot
+    overlap; an evaluator trained on the evaluation source counts all its images.
+    """
+    prov = record.get("provenance") or {}
+    evaluation = prov.get("evaluation") or {}
+    source = evaluation.get("source")
+    if source is None:
+        return {}
+    scored = set(evaluation.get("indices") or [])
+    out: dict[str, int] = {}
+    for name, data in (
+        ("attacker", prov.get("attacker_data")),
+        ("tuning", (prov.get("tuning") or {}).get("tuning_data")),
+    ):
+        if data and data.get("source") == source and data.get("indices") is not None:
+            out[name] = len(scored & set(data["indices"]))
+    trained = ((prov.get("recognisability") or {}).get("evaluator") or {}).get("trained_on") or {}
+    if trained.get("source") == source:
+        out["evaluator"] = int(trained.get("n") or 1)
+    return out
+
+
+def _data_overlap(results: dict[str, Any]) -> list[Warning_]:
+    rows = [r for r in _attack_rows(results) if any((r.get("overlap") or {}).values())]
+    if not rows:
+        return []
+    parts = sorted({k for r in rows for k, v in (r.get("overlap") or {}).items() if v})
+    return [
+        _warning(
+            "data-overlap",
+            f"{len(rows)} result(s) used evaluation images as {' / '.join(parts)} data "
+            f"({_names(rows)}): their scores peeked at the answers and are not valid; rerun "
+            "with attacker and tuning data disjoint from the evaluation images",
+            [r["key"] for r in rows],
+            severity="error",
+        )
+    ]
+
+
+def record_row(record: dict[str, Any], *, key: str = "", label: str = "") -> dict[str, Any]:
+    """The row :func:`check` reads, from one stored attack record (a cell or a run).
+
+    ``record`` has ``config``, ``summary``, ``provenance`` (and ``per_image``), as
+    :func:`splitleak.sweep.attack_cell` stores them.
+    """
+    cfg, s = record.get("config") or {}, record["summary"]
+    info = (record.get("provenance") or {}).get("reconstruction_info") or {}
+    defenses = list(cfg.get("defenses") or [])
+    default = f"{cfg.get('attack')} @ {cfg.get('split')}" + (
+        f" vs {', '.join(defenses)}" + (" (aware)" if cfg.get("adaptive") else "")
+        if defenses
+        else ""
+    )
+    return {
+        "key": key or record.get("key", ""),
+        "label": label or default,
+        "section": "defenses" if cfg.get("defenses") else "attacks",
+        **{k: cfg.get(k) for k in ("split", "attack", "attacker_data", "shadow_arch", "profile")},
+        "adaptive": bool(cfg.get("adaptive")),
+        "defenses": list(cfg.get("defenses") or []),
+        "psnr": s["psnr"]["mean"],
+        "ssim": s["ssim"]["mean"],
+        "n": s["psnr"]["n"],
+        "converged": info.get("converged"),
+        "overlap": data_overlap(record),
+        "published": None,
+    }
+
+
+def check_records(records: list[dict[str, Any]]) -> list[Warning_]:
+    """The audit's checks on stored attack records (``attack``, ``defend``, ``sweep-splits``)."""
+    rows = [record_row(r, label=r.get("label", "")) for r in records]
+    return check({"attacks": rows, "complete": True, "accuracy": [], "manifest": {}})
+
+
 _CHECKS: dict[str, Callable[[dict[str, Any]], list[Warning_]]] = {
+    "data-overlap": _data_overlap,
     "incomplete": _incomplete,
     "blackbox-beats-whitebox": _blackbox_beats_whitebox,
     "aware-weaker-than-naive": _aware_weaker_than_naive,
     "not-converged": _not_converged,
     "single-draw-defense": _single_draw_defense,
+    "single-draw-attack": _single_draw_attack,
     "few-images": _few_images,
     "below-published": _below_published,
 }
 
 
 def check(results: dict[str, Any]) -> list[Warning_]:
-    """Every warning about ``results`` (from ``assemble``), warnings before infos.
+    """Every warning about ``results`` (from ``assemble``): errors, warnings, then infos.
 
     Returns:
-        Dicts with ``code`` (one of :data:`CODES`), ``severity`` (``"warning"`` or
-        ``"info"``), ``message`` (one line) and ``cells`` (the store keys concerned).
+        Dicts with ``code`` (one of :data:`FAILURES` or :data:`CODES`), ``severity``
+        (``"error"``: the result is invalid; ``"warning"`` or ``"info"``), ``message`` (one
+        line) and ``cells`` (the store keys concerned).
     """
-    found = [w for code in CODES for w in _CHECKS[code](results)]
+    found = [w for code in (*FAILURES, *CODES) for w in _CHECKS[code](results)]
     return sorted(found, key=lambda w: _SEVERITY[w["severity"]])  # stable: keeps CODES order

@@ -170,7 +170,7 @@ class Compute:
         """Move ``model`` to the device (channels_last for conv nets under mixed precision)."""
         model = model.to(self.device)
         if self.amp_dtype is not None and _has_conv(model):
-            model = model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
 
     def tensor(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from splitleak.attacks.access import Access, InputSpec, QueryAccess, TailAccess, WhiteBoxAccess
+from splitleak.attacks.access import (
+    Access,
+    InputSpec,
+    QueryAccess,
+    StructureAccess,
+    TailAccess,
+    WhiteBoxAccess,
+)
 from splitleak.attacks.base import Reconstruction
 from splitleak.attacks.cache import ModuleCache
 from splitleak.attacks.factory import build_attack
@@ -145,6 +153,7 @@ def make_access(
     budget: int | None = None,
     edge: nn.Module | None = None,
     tail_defenses: tuple[Any, ...] = (),
+    structure: Callable[[], nn.Module] | None = None,
 ) -> Access:
     """Step 5: the access object for a threat model — never the split model itself.
 
@@ -152,8 +161,13 @@ def make_access(
     attacker knows the defense (white-box) or its queries pass through it (black-box):
     the defense-aware inverse network is trained on defended features this way.
     ``tail_defenses`` are the defenses a defense-aware query-free attacker knows; its
-    shadow is trained through ``cloud ∘ defenses``.
+    shadow is trained through ``cloud ∘ defenses``. ``structure`` builds the edge's
+    architecture with fresh weights for the data-free attacker (default: the edge part,
+    re-initialised by :class:`StructureAccess` so that no weight is reachable).
     """
+    if kind == "data-free":
+        builder = structure if structure is not None else (lambda: split.edge)
+        return StructureAccess(builder, inputs=inputs, feature_shape=feature_shape)
     edge = edge if edge is not None else split.edge
     if kind == "white-box":
         return WhiteBoxAccess(edge, inputs=inputs, feature_shape=feature_shape)
@@ -202,8 +216,17 @@ def deploy_defenses(
 def attacker_samples(
     cfg: AttackConfig, *, victim: Victim, eval_indices: torch.Tensor
 ) -> AttackerSamples | None:
-    """Step 6: the attacker's own data (none for attacks that need none)."""
-    if not get_attack(cfg.attack).needs_data:
+    """Step 6: the attacker's own data (none for attacks that need none).
+
+    An attack that tunes its settings (``tuning.budget`` > 0, the ``tuned`` profile) gets
+    samples even if it needs none otherwise: the white-box attacker tunes on its own
+    images, drawn like attacker samples (never the evaluation images). A data-free attack
+    never gets any.
+    """
+    entry = get_attack(cfg.attack)
+    if entry.threat_model == "data-free":
+        return None
+    if not entry.needs_data and not _tunes(cfg, victim):
         return None
     other = None
     if cfg.attacker_data == "other-distribution":
@@ -224,6 +247,13 @@ def attacker_samples(
         n=cfg.attacker_samples,
         seed=cfg.seed,
     )
+
+
+def _tunes(cfg: AttackConfig, victim: Victim) -> bool:
+    from splitleak.attacks.factory import attack_settings
+
+    settings = attack_settings(cfg, architecture=victim.architecture.name)
+    return bool(settings.get("tuning", {}).get("budget"))
 
 
 def attack_cache(cfg: AttackConfig, victim: Victim) -> ModuleCache:
@@ -335,6 +365,7 @@ def _run_attack(
         budget=cfg.query_budget,
         edge=observed.reseed(cfg.seed + 1) if cfg.adaptive else None,
         tail_defenses=tuple(deployment.defenses) if cfg.adaptive else (),
+        structure=_fresh_edge_builder(victim, cfg.split),
     )
     data = attacker_samples(cfg, victim=victim, eval_indices=eval_idx)  # 6
     attack = build_attack(
@@ -376,6 +407,18 @@ def _run_attack(
             "victim_test_accuracy": victim.meta.get("test_accuracy"),
             "attack_hyperparameters": attack.hyperparameters(),
             "attacker_data": data.describe() if data else None,
+            "evaluation": {
+                "source": f"{victim.test.name}:{victim.test.split}",
+                "indices": eval_idx.tolist(),
+            },
+            "tuning": getattr(attack, "tuning_", None),
+            "recognisability": recognisability_record(
+                victim,
+                rec.images,
+                pixels,
+                victim.test.labels[eval_idx],
+                cache_dir=cfg.victim.cache_dir,
+            ),
             "defense_training": deployment.training,
             "reconstruction_info": {k: v for k, v in rec.info.items() if k != "objective_trace"},
         },
@@ -383,6 +426,33 @@ def _run_attack(
     if out is not None:
         run.directory = write_attack_run(out, run)  # 10
     return run
+
+
+def _fresh_edge_builder(victim: Victim, split: str) -> Callable[[], nn.Module]:
+    """Builds f1's structure from the architecture alone (no victim weights involved)."""
+    from splitleak.models import split_model
+
+    return lambda: split_model(victim.architecture.build(), at=split).edge
+
+
+def recognisability_record(
+    victim: Victim,
+    images: torch.Tensor,
+    reference: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluator accuracy and identification rates of reconstructions (their originals given).
+
+    The evaluator is trained on the victim's training split, disjoint from the evaluation
+    images (test split), and cached under ``cache_dir/evaluators``; see
+    :mod:`splitleak.recognisability`.
+    """
+    from splitleak.recognisability import score_run
+
+    root = cache_dir or default_cache_dir()
+    return score_run(images, reference, labels, train=victim.train, cache_dir=root / "evaluators")
 
 
 def write_attack_run(dest: Path, run: AttackRun) -> Path:

@@ -6,25 +6,43 @@ so a killed process loses at most the cell in progress and never leaves a half-w
 record; records are plain JSON that a person can read, diff and copy; and two audits never
 contend for a lock. The key hashes the cell's full configuration, so rerunning the same
 grid finds every finished cell and computes only the missing ones.
+
+One store can serve many commands: ``--store DIR`` (or ``SPLITLEAK_STORE``) points an
+audit, a study and a benchmark at the same cells, so each reuses what the others computed.
+Only the driver of a run writes a store (workers return their results to it); an audit
+folder whose cells live in a shared store gets hard links to them (:meth:`ResultStore.link`),
+so the folder alone still re-renders its report.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from splitleak.errors import SplitleakError
 from splitleak.records import atomic_path, stable_hash, write_json
+
+STORE_ENV = "SPLITLEAK_STORE"
 
 
 def cell_key(kind: str, config: dict[str, Any]) -> str:
     """A stable identifier of a cell: its kind and the hash of its configuration."""
     return f"{kind}-{stable_hash(config, length=20)}"
+
+
+def store_dir(explicit: Path | None, default: Path) -> Path:
+    """Where a command keeps its cells: ``--store``, else ``$SPLITLEAK_STORE``, else ``default``."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(STORE_ENV)
+    return Path(env) if env else default
 
 
 class ResultStore:
@@ -48,12 +66,44 @@ class ResultStore:
     def put(self, key: str, record: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         """Store a finished cell: tensors first, the JSON record last (it marks completion)."""
         if self.root is None:
-            self._memory[key] = (record, tensors)
+            self._memory[key] = ({**record, "key": key}, tensors)
             return
         if tensors:
             with atomic_path(self._path(key, ".safetensors")) as tmp:
                 save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         write_json(self._path(key, ".json"), {**record, "key": key})
+
+    def put_bytes(self, key: str, record: dict[str, Any], tensors: bytes | None) -> None:
+        """Store a finished cell whose tensors arrive already serialised (safetensors bytes).
+
+        This is what a driver does with a worker's result: the bytes are written as they
+        came, so every executor stores byte-identical tensor files.
+        """
+        if self.root is None:
+            self._memory[key] = ({**record, "key": key}, dict(load(tensors)) if tensors else {})
+            return
+        if tensors:
+            with atomic_path(self._path(key, ".safetensors")) as tmp:
+                tmp.write_bytes(tensors)
+        write_json(self._path(key, ".json"), {**record, "key": key})
+
+    def link(self, key: str, other: ResultStore) -> None:
+        """Make ``other`` hold this store's cell ``key`` (a hard link, else a copy).
+
+        The tensors go first and the record last, as in :meth:`put`. Nothing is done when
+        ``other`` already has the cell or is this very store.
+        """
+        if other is self or other.has(key):
+            return
+        if self.root is None or other.root is None:
+            other.put(key, self.get(key), self.tensors(key))
+            return
+        if self.root.resolve() == other.root.resolve():
+            return
+        for suffix in (".safetensors", ".json"):
+            src = self._path(key, suffix)
+            if src.is_file():
+                _link_or_copy(src, other._path(key, suffix))
 
     def get(self, key: str) -> dict[str, Any]:
         if self.root is None:
@@ -77,3 +127,13 @@ class ResultStore:
             return
         for path in sorted((self.root / "cells").glob("*.json")):
             yield path.stem
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    """Publish ``src`` at ``dest`` atomically: a hard link where possible, else a copy."""
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system, or links not allowed
+            shutil.copyfile(src, tmp)

@@ -1,8 +1,9 @@
 """Studies: a sweep, its figures and its summary, written into one output folder.
 
 These are what the CLI's ``defend``, ``sweep-splits`` and ``plan`` commands and the audit
-call; each reads and writes cells through a :class:`~splitleak.store.ResultStore`, so a
-study rerun in the same folder recomputes nothing.
+call; each reads and writes cells through a :class:`~splitleak.store.ResultStore` (the
+output folder, or a shared ``store``), so a study rerun recomputes nothing, and runs its
+cells through an executor (serially by default; see :mod:`splitleak.executor`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from splitleak.cells import accuracy_spec
 from splitleak.config import AttackConfig
+from splitleak.executor import Executor
 from splitleak.experiment import Victim
 from splitleak.planner import (
     Constraints,
@@ -30,7 +33,14 @@ from splitleak.report.cell_grids import grid_from_cells
 from splitleak.report.planner_plot import plot_plan
 from splitleak.report.plots import split_sweep_figure, tradeoff_figure
 from splitleak.store import ResultStore
-from splitleak.sweep import DefenseFamily, accuracy_cell, defense_sweep, split_sweep
+from splitleak.sweep import (
+    DefenseFamily,
+    accuracy_cell,
+    defense_sweep,
+    run_specs,
+    split_cells,
+    split_sweep,
+)
 
 # IoTJ Figs. 9, 10 and 13: the defense levels the paper sweeps (MNIST scale, absolute).
 DEFAULT_FAMILIES = (
@@ -74,13 +84,21 @@ def defense_study(
     attacks: Iterable[str] = ("whitebox",),
     draws: int = 3,
     progress: bool = False,
+    store: ResultStore | None = None,
+    executor: Executor | None = None,
+    display: Any = None,
 ) -> list[dict[str, Any]]:
-    """Defense sweep + trade-off plots (non-adaptive and defense-aware) + one grid per family."""
-    store = ResultStore(out)
-    families = list(families)
+    """Defense sweep + trade-off plots (non-adaptive and defense-aware) + one grid per family.
+
+    ``store``: where the cells live (default: ``out``); ``executor``: where they run
+    (default: serially); ``display``: a progress display (see :func:`sweep.run_specs`).
+    """
+    store = store if store is not None else ResultStore(out)
+    families, attacks = list(families), list(attacks)
     points = defense_sweep(
-        victim, base, families, store, attacks=attacks, draws=draws, progress=progress
-    )
+        victim, base, families, store, attacks=attacks, draws=draws, progress=progress,
+        executor=executor, display=display,
+    )  # fmt: skip
     write_json(out / "defense_points.json", points)
     for attack in attacks:
         for aware in (False, True):
@@ -108,11 +126,17 @@ def split_study(
     attacks: Iterable[str] = ("whitebox", "inverse-network", "shadow"),
     splits: Iterable[str] | None = None,
     progress: bool = False,
+    store: ResultStore | None = None,
+    executor: Executor | None = None,
+    display: Any = None,
 ) -> list[dict[str, Any]]:
     """Attack every split point; chart PSNR/SSIM against depth; one grid row per split."""
-    store = ResultStore(out)
+    store = store if store is not None else ResultStore(out)
     attacks = list(attacks)
-    points = split_sweep(victim, base, store, attacks=attacks, splits=splits, progress=progress)
+    points = split_sweep(
+        victim, base, store, attacks=attacks, splits=splits, progress=progress,
+        executor=executor, display=display,
+    )  # fmt: skip
     write_json(out / "split_points.json", points)
     split_sweep_figure(points, out / "split_sweep")
     for attack in attacks:
@@ -140,24 +164,30 @@ def plan_study(
     defenses: tuple[str, ...] = (),
     feature_dtype: str = "float32",
     progress: bool = False,
+    store: ResultStore | None = None,
+    executor: Executor | None = None,
+    display: Any = None,
 ) -> Plan:
     """Per split point: cost, accuracy and worst-case leakage; Pareto set; recommendation."""
-
-    store = ResultStore(out)
-    points = split_study(
-        victim,
-        base.model_copy(update={"defenses": defenses}),
-        out,
-        attacks=attacks,
-        progress=progress,
-    )
+    store = store if store is not None else ResultStore(out)
+    attacks = list(attacks)
+    defended = base.model_copy(update={"defenses": defenses})
+    # Every cell of the plan in one batch (the attacks, then each split's accuracy), so that
+    # a parallel executor runs them side by side; the studies below then only read them.
+    cells: list[Any] = [c for *_, c in split_cells(victim, defended, attacks=attacks)]
+    cells += [
+        accuracy_spec(victim, victim_config=base.victim, split=s, defenses=defenses, seed=base.seed)
+        for s in dict.fromkeys(c.attack.split for c in cells)
+    ]
+    run_specs(cells, victim, store, executor=executor, progress=progress, display=display)
+    points = split_study(victim, defended, out, attacks=attacks, progress=progress, store=store)
     leakage: dict[str, float] = {}
     for p in points:
         leakage[p["split"]] = max(leakage.get(p["split"], float("-inf")), p["ssim"])
     accuracy = {
-        s: accuracy_cell(victim, store, split=s, defenses=defenses, seed=base.seed)["summary"][
-            "mean"
-        ]
+        s: accuracy_cell(
+            victim, store, split=s, defenses=defenses, seed=base.seed, victim_config=base.victim
+        )["summary"]["mean"]
         for s in leakage
     }
     dtype = check_feature_dtype(feature_dtype)

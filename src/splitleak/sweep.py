@@ -1,84 +1,89 @@
 """Sweeps built from cells: defenses × levels, and split points × attacks.
 
-A *cell* is one measured number set — an attack run or a defended-accuracy evaluation —
-stored in a :class:`~splitleak.store.ResultStore` under the hash of its configuration.
-Sweeps, the planner and the audit all ask for cells; a cell already in the store is read,
-never recomputed.
+A *cell* (:mod:`splitleak.cells`) is one measured number set — an attack run or a
+defended-accuracy evaluation — stored in a :class:`~splitleak.store.ResultStore` under the
+hash of its configuration. A sweep lists its cells, submits them all at once to an executor
+(:func:`splitleak.executor.submit_cells`: serially by default, or in parallel), and builds
+its points from the stored records alone; a cell already in the store is read, never
+recomputed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from splitleak.attacks.factory import for_attack
-from splitleak.config import AttackConfig
-from splitleak.experiment import Victim, defended_accuracy, run_attack
-from splitleak.metrics import summarize
+from splitleak.cells import AccuracyCell, AttackCell, accuracy_spec, attack_spec
+from splitleak.config import AttackConfig, VictimConfig
+from splitleak.executor import Executor, submit_cells
+from splitleak.executor.submit import unique_cells
+from splitleak.experiment import Victim
 from splitleak.models import split_points
-from splitleak.store import ResultStore, cell_key
+from splitleak.store import ResultStore
 
-
-def _victim_id(victim: Victim) -> dict[str, Any]:
-    return {
-        "checkpoint": str(victim.checkpoint.name if victim.checkpoint else None),
-        "architecture": victim.architecture.name,
-        "data": victim.meta.get("data_fingerprint"),
-    }
-
-
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+Spec = AttackCell | AccuracyCell
 
 
 def attack_key(cfg: AttackConfig, victim: Victim) -> tuple[str, dict[str, Any]]:
     """The store key of an attack cell, and the identity it hashes."""
-    identity = {
-        "attack": cfg.model_dump(mode="json", exclude={"victim"}),
-        "victim": _victim_id(victim),
-    }
-    return cell_key("attack", identity), identity
+    spec = attack_spec(cfg, victim)
+    return spec.key, spec.identity
 
 
 def accuracy_key(
     victim: Victim, *, split: str, defenses: tuple[str, ...], draws: int, seed: int
 ) -> tuple[str, dict[str, Any]]:
     """The store key of a defended-accuracy cell, and the identity it hashes."""
-    identity = {
-        "split": split,
-        "defenses": list(defenses),
-        "draws": draws if defenses else 1,
-        "seed": seed,
-        "victim": _victim_id(victim),
-    }
-    return cell_key("accuracy", identity), identity
+    spec = accuracy_spec(
+        victim, victim_config=VictimConfig(), split=split, defenses=defenses, draws=draws, seed=seed
+    )
+    return spec.key, spec.identity
+
+
+def run_specs(
+    specs: Sequence[Spec],
+    victim: Victim,
+    store: ResultStore,
+    *,
+    executor: Executor | None = None,
+    progress: bool = False,
+    display: Any = None,
+) -> None:
+    """Compute every cell of ``specs`` missing from ``store`` (raises if some keep failing).
+
+    ``display``: a :class:`~splitleak.progress.CellProgress` (the CLI's progress bar),
+    instead of the cells' own bars.
+    """
+    specs = unique_cells(specs)
+    by_key = {s.key: s for s in specs}
+    if display is not None:
+        display.start(specs, done={k for k in by_key if store.has(k)})
+    submit_cells(
+        specs,
+        store,
+        victims=[victim],
+        executor=executor,
+        progress=progress and display is None,
+        on_start=(lambda k: display.running(by_key[k])) if display is not None else None,
+        on_done=(lambda k: display.advance(by_key[k])) if display is not None else None,
+        on_failed=(lambda k, _: display.failed(by_key[k])) if display is not None else None,
+    ).check()
 
 
 def attack_cell(
-    cfg: AttackConfig, victim: Victim, store: ResultStore, *, progress: bool = False
+    cfg: AttackConfig,
+    victim: Victim,
+    store: ResultStore,
+    *,
+    progress: bool = False,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run (or read) one attack cell; its reconstructions are stored as uint8 pixels."""
-    key, identity = attack_key(cfg, victim)
-    if store.has(key):
-        return store.get(key)
-    run = run_attack(cfg, victim=victim, progress=progress)
-    record = {
-        "kind": "attack",
-        "identity": identity,
-        "config": cfg.model_dump(mode="json"),
-        "summary": run.summary,
-        "per_image": run.per_image,
-        "timings": run.timings,
-        "queries_used": run.queries_used,
-        "provenance": run.provenance,
-    }
-    store.put(
-        key, record, {"x_hat": _to_uint8(run.reconstruction.images), "x": _to_uint8(run.reference)}
-    )
-    return store.get(key) if store.root else {**record, "key": key}
+    spec = attack_spec(cfg, victim)
+    run_specs([spec], victim, store, executor=executor, progress=progress)
+    return store.get(spec.key)
 
 
 def accuracy_cell(
@@ -89,21 +94,24 @@ def accuracy_cell(
     defenses: tuple[str, ...],
     draws: int = 3,
     seed: int = 0,
+    victim_config: VictimConfig | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
-    """Run (or read) the defended test accuracy of ``victim`` cut at ``split``."""
-    key, identity = accuracy_key(victim, split=split, defenses=defenses, draws=draws, seed=seed)
-    if store.has(key):
-        return store.get(key)
-    values = defended_accuracy(victim, split=split, defenses=defenses, draws=draws, seed=seed)
-    record = {
-        "kind": "accuracy",
-        "identity": identity,
-        "values": values,
-        "summary": summarize(values).as_dict(),
-        "test_images": len(victim.test),
-    }
-    store.put(key, record, {})
-    return store.get(key) if store.root else {**record, "key": key}
+    """Run (or read) the defended test accuracy of ``victim`` cut at ``split``.
+
+    ``victim_config`` is how a worker process loads the victim (the serial executor uses
+    ``victim`` itself and needs none).
+    """
+    spec = accuracy_spec(
+        victim,
+        victim_config=victim_config or VictimConfig(),
+        split=split,
+        defenses=defenses,
+        draws=draws,
+        seed=seed,
+    )
+    run_specs([spec], victim, store, executor=executor)
+    return store.get(spec.key)
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,42 @@ class DefenseFamily:
         return f"{self.family} on {self.location}{extra}"
 
 
+def defense_cells(
+    victim: Victim,
+    base: AttackConfig,
+    families: Iterable[DefenseFamily],
+    *,
+    attacks: Iterable[str] = ("whitebox",),
+    adaptive: Iterable[bool] = (False, True),
+    draws: int = 3,
+) -> list[tuple[DefenseFamily, float, AccuracyCell, AttackCell, str, bool]]:
+    """The cells of a defense sweep: (family, level, accuracy cell, attack cell, attack, aware)."""
+    rows = []
+    attacks, adaptive = list(attacks), list(adaptive)
+    for fam in families:
+        for level in (0.0, *fam.levels):
+            defenses = fam.spec(level)
+            acc = accuracy_spec(
+                victim,
+                victim_config=base.victim,
+                split=base.split,
+                defenses=defenses,
+                draws=draws,
+                seed=base.seed,
+            )
+            for attack in attacks:
+                for aware in adaptive if defenses else [False]:
+                    cfg = for_attack(
+                        base,
+                        attack,
+                        defenses=defenses,
+                        adaptive=aware,
+                        overrides=_aware_overrides(base, fam, aware),
+                    )
+                    rows.append((fam, level, acc, attack_spec(cfg, victim), attack, aware))
+    return rows
+
+
 def defense_sweep(
     victim: Victim,
     base: AttackConfig,
@@ -141,27 +185,17 @@ def defense_sweep(
     adaptive: Iterable[bool] = (False, True),
     draws: int = 3,
     progress: bool = False,
+    executor: Executor | None = None,
+    display: Any = None,
 ) -> list[dict[str, Any]]:
     """Trade-off points: for each family and level, accuracy and each attack's PSNR/SSIM."""
-    points = []
-    for fam in families:
-        for level in (0.0, *fam.levels):
-            defenses = fam.spec(level)
-            acc = accuracy_cell(
-                victim, store, split=base.split, defenses=defenses, draws=draws, seed=base.seed
-            )
-            for attack in attacks:
-                for aware in adaptive if defenses else (False,):
-                    cfg = for_attack(
-                        base,
-                        attack,
-                        defenses=defenses,
-                        adaptive=aware,
-                        overrides=_aware_overrides(base, fam, aware),
-                    )
-                    rec = attack_cell(cfg, victim, store, progress=progress)
-                    points.append(_point(fam, level, acc, rec, attack, aware))
-    return points
+    rows = defense_cells(victim, base, families, attacks=attacks, adaptive=adaptive, draws=draws)
+    specs: list[Spec] = [spec for row in rows for spec in (row[2], row[3])]
+    run_specs(specs, victim, store, executor=executor, progress=progress, display=display)
+    return [
+        _point(fam, level, store.get(acc.key), store.get(cell.key), attack, aware)
+        for fam, level, acc, cell, attack, aware in rows
+    ]
 
 
 def _aware_overrides(base: AttackConfig, fam: DefenseFamily, aware: bool) -> dict[str, Any]:
@@ -196,6 +230,23 @@ def _point(
     }
 
 
+def split_cells(
+    victim: Victim,
+    base: AttackConfig,
+    *,
+    attacks: Iterable[str] = ("whitebox", "inverse-network", "shadow"),
+    splits: Iterable[str] | None = None,
+) -> list[tuple[int, str, str, AttackCell]]:
+    """The cells of a split sweep: (depth, split point, attack, cell)."""
+    names = list(splits) if splits is not None else split_points(victim.model)
+    attacks = list(attacks)
+    return [
+        (depth, split, attack, attack_spec(for_attack(base, attack, split=split), victim))
+        for depth, split in enumerate(names)
+        for attack in attacks
+    ]
+
+
 def split_sweep(
     victim: Victim,
     base: AttackConfig,
@@ -204,27 +255,25 @@ def split_sweep(
     attacks: Iterable[str] = ("whitebox", "inverse-network", "shadow"),
     splits: Iterable[str] | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
+    display: Any = None,
 ) -> list[dict[str, Any]]:
     """Attack every split point (or ``splits``) with each attack; one point per cell."""
-    names = list(splits) if splits is not None else split_points(victim.model)
+    rows = split_cells(victim, base, attacks=attacks, splits=splits)
+    specs = [cell for *_, cell in rows]
+    run_specs(specs, victim, store, executor=executor, progress=progress, display=display)
     points = []
-    for depth, split in enumerate(names):
-        for attack in attacks:
-            rec = attack_cell(
-                for_attack(base, attack, split=split),
-                victim,
-                store,
-                progress=progress,
-            )
-            points.append(
-                {
-                    "split": split,
-                    "depth": depth,
-                    "attack": attack,
-                    "psnr": rec["summary"]["psnr"]["mean"],
-                    "ssim": rec["summary"]["ssim"]["mean"],
-                    "key": rec["key"],
-                    "converged": rec["provenance"]["reconstruction_info"].get("converged"),
-                }
-            )
+    for depth, split, attack, cell in rows:
+        rec = store.get(cell.key)
+        points.append(
+            {
+                "split": split,
+                "depth": depth,
+                "attack": attack,
+                "psnr": rec["summary"]["psnr"]["mean"],
+                "ssim": rec["summary"]["ssim"]["mean"],
+                "key": rec["key"],
+                "converged": rec["provenance"]["reconstruction_info"].get("converged"),
+            }
+        )
     return points

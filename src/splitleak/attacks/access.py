@@ -4,15 +4,18 @@ An attack never receives the split model. It receives one of
 
 * :class:`WhiteBoxAccess` – the edge part itself (structure and weights);
 * :class:`QueryAccess` – a counted oracle ``z = f1(x)`` with an optional query budget;
-* :class:`TailAccess` – the cloud part ``f2`` only (the query-free attacker).
+* :class:`TailAccess` – the cloud part ``f2`` only (the query-free attacker);
+* :class:`StructureAccess` – f1's architecture only: fresh, untrained copies of the edge
+  (the data-free attacker; no weights, no queries, no data).
 
-All three carry :class:`InputSpec`, the input format every attacker knows (image shape and
+All of them carry :class:`InputSpec`, the input format every attacker knows (image shape and
 the normalisation the edge expects), and the feature shape the cloud receives.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +133,69 @@ class TailAccess:
         return 0
 
 
-Access = WhiteBoxAccess | QueryAccess | TailAccess
+class StructureAccess:
+    """The data-free attacker: it knows f1's architecture, not its weights, and has no data.
+
+    It can only ask for :meth:`fresh_edge`, a new copy of the edge's structure with freshly
+    drawn weights (every parameter re-initialised from a seed). The template it copies is
+    re-initialised when the access is granted, so the victim's weights are never reachable
+    from this object.
+
+    Args:
+        build_edge: builds the edge's structure; its weights are re-initialised anyway.
+        inputs: the public input format.
+        feature_shape: shape of one feature tensor (without the batch dimension).
+    """
+
+    kind = "data-free"
+    queries_used = 0
+
+    def __init__(
+        self,
+        build_edge: Callable[[], nn.Module],
+        *,
+        inputs: InputSpec,
+        feature_shape: tuple[int, ...],
+    ) -> None:
+        self.__template = reinitialised(build_edge(), seed=0)  # no victim weights inside
+        self.inputs = inputs
+        self.feature_shape = feature_shape
+
+    def fresh_edge(self, *, seed: int) -> nn.Module:
+        """A copy of f1's structure with weights drawn from ``seed`` (trainable, eval mode)."""
+        return reinitialised(self.__template, seed=seed)
+
+
+def reinitialised(module: nn.Module, *, seed: int) -> nn.Module:
+    """A deep copy of ``module`` whose every parameter and buffer is drawn afresh.
+
+    Layers with ``reset_parameters`` (convolutions, linear layers, batch norm) use their
+    own initialisation; any other parameter is drawn from N(0, 0.02²) and any other floating
+    buffer zeroed, so that nothing of the original's values survives.
+    """
+    fresh = copy.deepcopy(module).train(False)
+    reset: set[int] = set()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in fresh.modules():
+            reset_parameters = getattr(sub, "reset_parameters", None)
+            if callable(reset_parameters):
+                reset_parameters()
+                reset.update(id(p) for p in sub.parameters(recurse=False))
+                reset.update(id(b) for b in sub.buffers(recurse=False))
+        with torch.no_grad():
+            for p in fresh.parameters():
+                if id(p) not in reset:
+                    p.normal_(0.0, 0.02)
+            for b in fresh.buffers():
+                if id(b) not in reset and b.is_floating_point():
+                    b.zero_()
+    for p in fresh.parameters():
+        p.requires_grad_(True)
+    return fresh
+
+
+Access = WhiteBoxAccess | QueryAccess | TailAccess | StructureAccess
 
 
 def require(access: Any, allowed: tuple[type, ...], attack: str) -> None:

@@ -9,18 +9,21 @@ is blamed on the preset and a bad override on the override.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
 from splitleak.attacks import settings as presets
 from splitleak.attacks.cache import ModuleCache
+from splitleak.attacks.hybrid import HybridInversion
 from splitleak.attacks.inverse_network import InverseNetwork
 from splitleak.attacks.model_reconstruction import ModelReconstruction
 from splitleak.attacks.registry import ATTACKS, get_attack
 from splitleak.attacks.shadow import ShadowModelInversion
 from splitleak.attacks.shadow_nets import build_shadow
 from splitleak.attacks.specs import InversionSpec, Spec, TrainingSpec, validate_spec
+from splitleak.attacks.tuning import TunedAttack, TuningSpec
+from splitleak.attacks.unsplit import DataFreeSpec, UnSplit
 from splitleak.attacks.whitebox import WhiteBoxInversion
 from splitleak.compute import CPU_FP32, Compute
 from splitleak.errors import SplitleakError
@@ -30,7 +33,14 @@ if TYPE_CHECKING:
 
 # Which access each attack's threat model grants (SPEC §2), from the registry.
 THREAT_MODELS: dict[str, str] = {name: entry.threat_model for name, entry in ATTACKS.items()}
-SPECS: dict[str, type[Spec]] = {"inversion": InversionSpec, "training": TrainingSpec}
+SPECS: dict[str, type[Spec]] = {
+    "inversion": InversionSpec,
+    "training": TrainingSpec,
+    "tuning": TuningSpec,
+    "data_free": DataFreeSpec,
+}
+# The presets file of each section other than ``inversion`` (whose file is the attack's own).
+_SECTION_TABLES = {"training": "training", "tuning": "tuning", "data_free": "unsplit"}
 
 
 def attack_settings(cfg: AttackConfig, *, architecture: str) -> dict[str, dict[str, Any]]:
@@ -106,7 +116,7 @@ def check_study_overrides(overrides: dict[str, Any], attacks: list[str]) -> None
 def _preset(
     cfg: AttackConfig, table: str | None, section: str, architecture: str
 ) -> dict[str, Any]:
-    name = table if section == "inversion" else "training"
+    name = table if section == "inversion" else _SECTION_TABLES[section]
     assert name is not None
     if section == "inversion" and cfg.attack != "whitebox" and cfg.surrogate_inversion:
         name = cfg.surrogate_inversion
@@ -135,10 +145,70 @@ def build_attack(
         structure: builds the victim's architecture with fresh weights — used only for
             ``same`` shadows, whose threat model grants knowledge of f1's structure.
         compute: where it runs; rMLE always runs in fp32 (see :meth:`Compute.exact`).
+
+    A positive ``tuning.budget`` (the ``tuned`` profile) wraps the attack in a
+    :class:`~splitleak.attacks.tuning.TunedAttack`, which searches its settings on the
+    attacker's own data inside ``fit``.
     """
     settings = attack_settings(cfg, architecture=architecture)
+    kwargs: dict[str, Any] = {
+        "architecture": architecture,
+        "structure": structure,
+        "image_shape": image_shape,
+        "feature_shape": feature_shape,
+        "cache": cache,
+        "progress": progress,
+        "compute": compute,
+    }
+    tuning = TuningSpec(**settings.get("tuning", {}))
+    if not tuning.budget:
+        return _build_plain(cfg, settings, **kwargs)
+    search: Literal["inversion", "training"] = (
+        "training" if "inversion" not in settings else "inversion"
+    )
+
+    def build(change: dict[str, Any]) -> Any:
+        # A candidate of the search: the profile's settings with ``change`` applied.
+        if search == "inversion":
+            return _build_plain(cfg, settings, **kwargs)
+        training = {**settings["training"]}
+        if "training_lr" in change:
+            training["lr"] = change["training_lr"]
+        variant = cfg.model_copy(update={"decoder": change.get("decoder", cfg.decoder)})
+        return _build_plain(variant, {**settings, "training": training}, **kwargs)
+
+    base = (
+        settings["inversion"]
+        if search == "inversion"
+        else {**settings["training"], "decoder": cfg.decoder}
+    )
+    return TunedAttack(
+        build=build,
+        search=search,
+        tuning=tuning,
+        base=base,
+        hold_out=cfg.attack != "whitebox",
+        name=cfg.attack,
+        seed=cfg.seed,
+    )
+
+
+def _build_plain(
+    cfg: AttackConfig,
+    settings: dict[str, dict[str, Any]],
+    *,
+    architecture: str,
+    structure: Callable[[], nn.Module],
+    image_shape: tuple[int, int, int],
+    feature_shape: tuple[int, ...],
+    cache: ModuleCache | None,
+    progress: bool,
+    compute: Compute,
+) -> Any:
     if cfg.attack == "whitebox":
         return WhiteBoxInversion(**settings["inversion"], progress=progress, compute=compute)
+    if cfg.attack == "unsplit":
+        return UnSplit(**settings["data_free"], seed=cfg.seed, progress=progress, compute=compute)
     training = dict(settings["training"])
     batch = training.pop("batch_size")
     explicit_batch = "attack_batch_size" in cfg.model_fields_set
@@ -164,6 +234,22 @@ def build_attack(
         feature_shape=feature_shape,
         seed=cfg.seed,
     )
+    if cfg.attack in ("hybrid-whitebox", "hybrid-blackbox"):
+        runtime = ("cache", "seed", "progress", "compute")
+        training_only = {k: v for k, v in common.items() if k not in runtime}
+        return HybridInversion(
+            inversion=settings["inversion"],
+            decoder=cfg.decoder,
+            architecture=architecture,
+            split=cfg.split,
+            shadow=shadow if cfg.attack == "hybrid-blackbox" else None,
+            shadow_kind=cfg.shadow_arch,
+            training=training_only,
+            cache=cache,
+            seed=cfg.seed,
+            progress=progress,
+            compute=compute,
+        )
     cls = ModelReconstruction if cfg.attack == "model-reconstruction" else ShadowModelInversion
     return cls(
         shadow=shadow, shadow_kind=cfg.shadow_arch, inversion=settings["inversion"], **common

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -35,7 +35,8 @@ class InversionResult:
     x: torch.Tensor  # (N, C, H, W), normalised input space
     feature_loss: torch.Tensor  # (N,) final per-image feature MSE
     history: list[float]  # mean objective every ~1 % of the steps
-    converged: bool  # relative improvement of the last 10 % of steps below 1 %
+    converged: bool  # judged on the feature error, see :func:`feature_converged`
+    feature_history: list[float] = field(default_factory=list)  # mean feature MSE, same steps
 
 
 def invert_features(
@@ -73,6 +74,7 @@ def invert_features(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     every = max(steps // 100, 1)
     history: list[float] = []
+    feature_history: list[float] = []
     for step in tqdm(range(steps), desc=desc, disable=None if progress else True, leave=False):
         per_image = _feature_error(forward(x), z, mask)
         objective = per_image + tv_weight * total_variation(x, beta=tv_beta)
@@ -88,10 +90,17 @@ def invert_features(
                 x.copy_(torch.maximum(torch.minimum(x, bounds[1]), bounds[0]))
         if step % every == 0 or step == steps - 1:
             history.append(float(objective.detach().mean()))
+            feature_history.append(float(per_image.detach().mean()))
     with torch.no_grad():
         final = _feature_error(forward(x), z, mask)
+        energy = _feature_error(torch.zeros_like(z), z, mask)  # ‖z‖² per image, same entries
+    feature_history.append(float(final.mean()))
     return InversionResult(
-        x=x.detach(), feature_loss=final, history=history, converged=_converged(history)
+        x=x.detach(),
+        feature_loss=final,
+        history=history,
+        converged=feature_converged(feature_history, final=final, energy=energy),
+        feature_history=feature_history,
     )
 
 
@@ -103,13 +112,37 @@ def _feature_error(out: torch.Tensor, z: torch.Tensor, mask: torch.Tensor | None
     return (sq * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 
-def _converged(history: list[float]) -> bool:
-    if len(history) < 10:
-        return True
-    tail = history[-max(len(history) // 10, 2) :]
-    start, end = tail[0], tail[-1]
-    if not (math.isfinite(start) and math.isfinite(end)):
+#: Largest relative feature residual ‖f(x̂) − z‖² / ‖z‖² (mean over images) of a converged run.
+#: Measured on mnist-net (strong profile): 1e-5–8e-4 after 1000 steps at conv1–fc1, 1.4e-3–4e-3
+#: after 150 steps (PSNR still 6–14 dB short), ~0.9 for a stalled run (lr 1e-5).
+FEATURE_TOLERANCE = 1e-3
+#: Largest relative fall of the feature error over the last 10 % of the steps.
+TAIL_IMPROVEMENT = 0.01
+
+
+def feature_converged(
+    feature_history: list[float], *, final: torch.Tensor, energy: torch.Tensor
+) -> bool:
+    """Whether an inversion converged, judged on the feature error alone (not the objective).
+
+    Converged: the features are matched to numerical precision, or the relative residual
+    ``‖f(x̂) − z‖² / ‖z‖²`` is at most :data:`FEATURE_TOLERANCE` (mean over the images)
+    *and* the feature error no longer fell by more than :data:`TAIL_IMPROVEMENT` over the
+    last 10 % of the steps. A run whose objective is flat while its features are still far
+    from z (a stalled run, or one whose cosine schedule froze it) is not converged; with a
+    TV prior the whole objective can flatten long before the features are explained.
+
+    Shapes: final, energy (N,) per-image feature MSE and mean z².
+    """
+    values = [*feature_history, float(final.mean())]
+    if not all(math.isfinite(v) for v in values):
         return False
-    if end <= 1e-8 * max(abs(history[0]), 1e-12):  # solved to numerical precision
+    if values[-1] <= 1e-8 * max(abs(values[0]), 1e-12):  # solved to numerical precision
         return True
-    return (start - end) <= 0.01 * max(abs(start), 1e-12)
+    residual = float((final / energy.clamp_min(1e-12)).mean())
+    if residual > FEATURE_TOLERANCE:
+        return False
+    if len(feature_history) < 10:
+        return True
+    tail = feature_history[-max(len(feature_history) // 10, 2) :]
+    return (tail[0] - tail[-1]) <= TAIL_IMPROVEMENT * max(abs(tail[0]), 1e-12)

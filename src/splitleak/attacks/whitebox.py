@@ -98,8 +98,13 @@ class WhiteBoxInversion:
         # Shadow-model attacks reuse this inversion on their own surrogate edge.
         self.forward_, self.inputs_, self.feature_shape_ = forward, inputs, feature_shape
 
-    def reconstruct(self, z: torch.Tensor) -> Reconstruction:
-        """Invert a batch of features in one optimisation (on the attack's device, in fp32)."""
+    def reconstruct(self, z: torch.Tensor, *, x0: torch.Tensor | None = None) -> Reconstruction:
+        """Invert a batch of features in one optimisation (on the attack's device, in fp32).
+
+        ``x0`` (optional) is an explicit start image in the normalised input space, e.g. a
+        decoder's output (the hybrid attacks); without it the start is ``init``'s constant
+        image. Shapes: z (N, *feature_shape), x0 (N, C, H, W).
+        """
         if not hasattr(self, "forward_"):
             raise NotFittedError("call fit(access) before reconstruct(z)")
         check_features(z, self.feature_shape_)
@@ -109,10 +114,19 @@ class WhiteBoxInversion:
         if isinstance(forward, torch.nn.Module):
             forward = forward.to(device)
         z = z.to(device)
-        x0 = torch.zeros(len(z), *self.inputs_.shape, device=device)  # zero = the mean colour
-        low, high = (b.to(device) for b in norm.bounds(x0.cpu()))
-        if self.init == "black":
-            x0 = low.expand_as(x0).clone()
+        start = torch.zeros(len(z), *self.inputs_.shape, device=device)  # zero = the mean colour
+        low, high = (b.to(device) for b in norm.bounds(start.cpu()))
+        if x0 is not None:
+            if tuple(x0.shape) != tuple(start.shape):
+                raise SplitleakError(
+                    f"start image x0 has shape {tuple(x0.shape)}, expected {tuple(start.shape)}"
+                )
+            start = x0.detach().to(device=device, dtype=start.dtype)
+            if self.clip_to_pixel_range:
+                start = torch.maximum(torch.minimum(start, high), low)
+        elif self.init == "black":
+            start = low.expand_as(start).clone()
+        x0_given, x0 = x0 is not None, start
         bounds = (low, high) if self.clip_to_pixel_range else None
         result = invert_features(
             forward,
@@ -135,6 +149,8 @@ class WhiteBoxInversion:
             "feature_mse": result.feature_loss.cpu().tolist(),
             "converged": result.converged,
             "objective_trace": result.history,
+            "feature_trace": result.feature_history,
+            "start": "given" if x0_given else self.init,
         }
         x = result.x.cpu()
         return Reconstruction(images=norm.denormalize(x), x=x, info=info)

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from splitleak.cli import attack, audit, info, studies, train  # noqa: F401  (registers)
+from splitleak.cli import attack, audit, info, joint_plan, runtime, studies, train  # noqa: F401  (registers)
 from splitleak.cli.app import app, console, err_console
 from splitleak.errors import SplitleakError
 
@@ -47,7 +47,10 @@ def main() -> None:
     try:  # typer >= 0.22 vendors click; older releases depend on it
         from typer._click.exceptions import ClickException, NoArgsIsHelpError
     except ImportError:  # pragma: no cover
-        from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[no-redef]
+        from click.exceptions import (  # type: ignore[no-redef,assignment]
+            ClickException,
+            NoArgsIsHelpError,
+        )
 
     _state["debug"] = "--debug" in sys.argv[1:]
     try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from splitleak.cli.app import app
+from splitleak.cli.executor_options import StoreOpt
 from splitleak.cli.options import ATTACK_CHOICES as ATTACK_NAMES
 from splitleak.cli.options import PROFILE_CHOICES as PROFILE_NAMES
 from splitleak.cli.options import (
@@ -22,6 +23,7 @@ from splitleak.cli.options import (
     ThreadsOpt,
     compute_flags,
     print_run,
+    victim_flags,
 )
 
 
@@ -79,24 +81,28 @@ def attack_cmd(
     out: Annotated[
         Path | None, typer.Option(help="run directory (default runs/<attack>-...)")
     ] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option(help="attack captured features: a capture dir, .safetensors or .npy"),
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="the edge's inputs, to score --features reconstructions")
+    ] = None,
+    store: StoreOpt = None,
 ) -> None:
     """Attack one split point and write a run directory (config, metrics, grid).
 
     Settings come in layers: defaults < profile < --config FILE < --set KEY=VALUE < flags.
     Everything is checked before the victim is loaded or trained.
     """
-    from splitleak.experiment import load_victim, run_attack
+    from splitleak.experiment import load_victim
     from splitleak.layering import resolve_attack_config
     from splitleak.preflight import check_attack, check_output_dir
-    from splitleak.runs import default_run_dir
+    from splitleak.runs import attack_run, default_run_dir
+    from splitleak.store import ResultStore
 
     flags = {
-        "victim.model": model,
-        "victim.dataset": dataset,
-        "victim.data_dir": data_dir,
-        "victim.download": download or None,
-        "victim.checkpoint": checkpoint,
-        "victim.train.epochs": epochs,
+        **victim_flags(model, dataset, data_dir, download, checkpoint, epochs),
         "split": split,
         "attack": attack,
         "profile": profile,
@@ -120,6 +126,37 @@ def attack_cmd(
     check_attack(cfg)
     compute = cfg.compute.resolve()
     compute.apply_threads()
+    if features is not None or reference is not None:  # the curious cloud's capture
+        from splitleak.cli.runtime import attack_features
+
+        return attack_features(cfg, features, reference, dest, compute)
     victim = load_victim(cfg.victim, compute=compute)
-    run = run_attack(cfg, out=dest, victim=victim, compute=compute)
+    # --store (or $SPLITLEAK_STORE): reuse a cell computed by any command or benchmark.
+    import os
+
+    from splitleak.store import STORE_ENV
+
+    location = store or (Path(os.environ[STORE_ENV]) if os.environ.get(STORE_ENV) else None)
+    shared = ResultStore(location) if location is not None else None
+    run = attack_run(cfg, victim=victim, out=dest, store=shared, progress=False)
     print_run(run)
+    record = {"config": cfg.model_dump(mode="json"), "summary": run.summary,
+              "per_image": run.per_image, "provenance": run.provenance}  # fmt: skip
+    print_warnings([record])
+
+
+def print_warnings(records: list[dict[str, Any]]) -> None:
+    """The audit report's sanity checks on these attack records, one line each on stderr."""
+    from rich.markup import escape
+
+    from splitleak.checks import check_records
+    from splitleak.cli.app import err_console
+
+    for w in check_records(records):
+        colour = {"error": "red", "warning": "yellow"}.get(w["severity"], "blue")
+        code = escape(f"[{w['code']}]")
+        err_console.print(
+            f"[{colour}]{w['severity']}[/] {code} {escape(w['message'])} (see docs/checks.md)",
+            soft_wrap=True,
+            highlight=False,
+        )

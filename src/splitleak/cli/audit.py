@@ -9,6 +9,14 @@ import typer
 from rich.table import Table
 
 from splitleak.cli.app import app, console, err_console
+from splitleak.cli.executor_options import (
+    AddressOpt,
+    ExecutorOpt,
+    StoreOpt,
+    WorkersOpt,
+    check_executor,
+    open_executor,
+)
 from splitleak.cli.options import (
     CkptOpt,
     DataDirOpt,
@@ -35,14 +43,19 @@ def audit_cmd(
     min_accuracy: Annotated[float | None, typer.Option(help="planner: min accuracy")] = None,
     out: Annotated[Path, typer.Option(help="audit folder; rerun to continue")] = Path("audit"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the grid and its cost")] = False,
+    executor: ExecutorOpt = "serial",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Audit a model: split points × attacks × defenses, then the planner and an HTML report.
 
     Finished cells are stored as they finish; rerun the same command after an interruption
-    to continue where it stopped.
+    (with any --executor) to continue where it stopped.
     """
     from splitleak.audit import AuditConfig, check_out_dir, prepare, run_audit
-    from splitleak.progress import AuditProgress
+    from splitleak.progress import CellProgress
+    from splitleak.store import store_dir
 
     cfg = AuditConfig(
         model=model,
@@ -56,17 +69,21 @@ def audit_cmd(
         max_leakage=max_leakage,
         min_accuracy=min_accuracy,
     )
+    check_executor(executor, workers, address)
     if dry_run:
         _print_grid(prepare(cfg, out)[2])
         return
     check_out_dir(out, cfg)
-    display = AuditProgress()
+    cells = store_dir(store, out)
+    runner = open_executor(executor, workers, address)  # a bad choice fails before any work
+    display = CellProgress()
     try:
-        outcome = run_audit(cfg, out, progress=display)
+        with runner:
+            outcome = run_audit(cfg, out, progress=display, executor=runner, store=cells)
     except KeyboardInterrupt:
         display.stop()
         err_console.print(
-            f"interrupted: finished cells are stored in {out}; rerun the same command to continue"
+            f"interrupted: finished cells are stored in {cells}; rerun the same command to continue"
         )
         raise typer.Exit(130) from None
     display.stop()
@@ -74,6 +91,14 @@ def audit_cmd(
         f"computed {len(outcome.computed)} cells, reused {len(outcome.reused)}; "
         f"report: {outcome.report}"
     )
+    if outcome.failed:
+        for key, why in outcome.failed.items():
+            err_console.print(f"[red]failed:[/] {key}: {why}", soft_wrap=True, highlight=False)
+        err_console.print(
+            f"{len(outcome.failed)} cell(s) failed and are missing from the report; "
+            "rerun the same command to retry them"
+        )
+        raise typer.Exit(1)
 
 
 def _print_grid(cells: list[Any]) -> None:

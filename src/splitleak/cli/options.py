@@ -65,6 +65,25 @@ SetOpt = Annotated[
 ]
 
 
+def victim_flags(
+    model: str | None,
+    dataset: str | None,
+    data_dir: Path | None,
+    download: bool,
+    checkpoint: Path | None,
+    epochs: int | None,
+) -> dict[str, Any]:
+    """The victim flags as configuration paths (None: not given on the command line)."""
+    return {
+        "victim.model": model,
+        "victim.dataset": dataset,
+        "victim.data_dir": data_dir,
+        "victim.download": download or None,
+        "victim.checkpoint": checkpoint,
+        "victim.train.epochs": epochs,
+    }
+
+
 def compute_flags(device: str | None, precision: str | None, threads: int | None) -> dict:
     """The compute flags as configuration paths (None: not given on the command line)."""
     return {"compute.device": device, "compute.precision": precision, "compute.threads": threads}
@@ -128,29 +147,32 @@ def victim_and_base(
     sets: list[str] | None = None,
     compute: dict[str, Any] | None = None,
     download: bool = False,
+    attacks: list[str] | None = None,
     **attack: Any,
 ) -> tuple[Any, Any]:
     """The victim and the base attack configuration of a study command, checked first.
 
     Layers: ``--config`` < ``--set`` < flags; then every check of :mod:`splitleak.preflight`
-    runs before the victim is loaded (or trained).
+    runs, for each of the study's ``attacks``, before the victim is loaded (or trained).
     """
     from splitleak.experiment import load_victim
     from splitleak.layering import resolve_attack_config
     from splitleak.preflight import check_attack
 
     flags = {
-        "victim.model": model,
-        "victim.dataset": dataset,
-        "victim.data_dir": data_dir,
-        "victim.download": download or None,
-        "victim.checkpoint": checkpoint,
-        "victim.train.epochs": epochs,
+        **victim_flags(model, dataset, data_dir, download, checkpoint, epochs),
         **(compute or {}),
         **attack,
     }
     base = resolve_attack_config(config_file=config_file, sets=sets, flags=flags)
-    check_attack(base, split="split" in attack)
+    if attacks:  # a study: every override must suit one of its attacks, each attack be valid
+        from splitleak.attacks.factory import check_study_overrides, for_attack
+
+        check_study_overrides(base.overrides, attacks)
+        for name in attacks:
+            check_attack(for_attack(base, name), split="split" in attack)
+    else:
+        check_attack(base, split="split" in attack)
     resolved = base.compute.resolve()
     resolved.apply_threads()
     return load_victim(base.victim, compute=resolved), base

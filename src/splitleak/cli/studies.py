@@ -9,6 +9,14 @@ import typer
 from rich.table import Table
 
 from splitleak.cli.app import app, console
+from splitleak.cli.executor_options import (
+    AddressOpt,
+    ExecutorOpt,
+    StoreOpt,
+    WorkersOpt,
+    check_executor,
+    run_study,
+)
 from splitleak.cli.options import (
     AttacksOpt,
     CkptOpt,
@@ -58,10 +66,15 @@ def defend_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     out: OutDirOpt = Path("runs/defend"),
+    executor: ExecutorOpt = "serial",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Sweep defense levels: accuracy vs PSNR/SSIM plots (naive and defense-aware) + grids."""
     from splitleak.studies import DEFAULT_FAMILIES, defense_study, parse_family
 
+    check_executor(executor, workers, address)
     families = [parse_family(f) for f in family] if family else list(DEFAULT_FAMILIES)
     attack_list = parse_attacks(attacks)
     check_output_dir(out, must_not_exist=False)
@@ -78,10 +91,13 @@ def defend_cmd(
         sets=set_,
         compute=compute_flags(device, precision, threads),
         config_file=config,
+        attacks=attack_list,
     )
-    points = defense_study(
-        victim, base, out, families=families, attacks=attack_list, draws=draws, progress=True
-    )
+    points = run_study(
+        defense_study, victim, base, out, families=families, attacks=attack_list, draws=draws,
+        executor=executor, workers=workers, address=address, store=store, out=out,
+        noun="defense sweep",
+    )  # fmt: skip
     table = Table("defense", "level", "attack", "aware", "accuracy", "PSNR", "SSIM")
     for p in points:
         table.add_row(
@@ -95,6 +111,20 @@ def defend_cmd(
         )
     console.print(table)
     console.print(f"figures and records in {out}")
+    _print_warnings(out, points, store)
+
+
+def _print_warnings(out: Path, points: list[dict], cells: Path | None = None) -> None:
+    """The audit's sanity checks on the cells a study ran, on stderr.
+
+    ``cells``: the ``--store`` the study used (default: ``$SPLITLEAK_STORE``, else ``out``).
+    """
+    from splitleak.cli.attack import print_warnings
+    from splitleak.store import ResultStore, store_dir
+
+    store = ResultStore(store_dir(cells, out))
+    keys = list(dict.fromkeys(p["key"] for p in points))
+    print_warnings([{**store.get(k), "key": k} for k in keys])
 
 
 @app.command("sweep-splits")
@@ -114,10 +144,15 @@ def sweep_splits_cmd(
     config: ConfigOpt = None,
     out: OutDirOpt = Path("runs/splits"),
     set_: SetOpt = None,
+    executor: ExecutorOpt = "serial",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Attack every split point; chart PSNR/SSIM against depth with one grid row per split."""
     from splitleak.studies import split_study
 
+    check_executor(executor, workers, address)
     attack_list = parse_attacks(attacks)
     check_output_dir(out, must_not_exist=False)
     victim, base = victim_and_base(
@@ -132,13 +167,19 @@ def sweep_splits_cmd(
         sets=set_,
         compute=compute_flags(device, precision, threads),
         config_file=config,
+        attacks=attack_list,
     )
-    points = split_study(victim, base, out, attacks=attack_list, progress=True)
+    points = run_study(
+        split_study, victim, base, out, attacks=attack_list,
+        executor=executor, workers=workers, address=address, store=store, out=out,
+        noun="split sweep",
+    )  # fmt: skip
     table = Table("split", "attack", "PSNR", "SSIM")
     for p in points:
         table.add_row(p["split"], p["attack"], f"{p['psnr']:.2f}", f"{p['ssim']:.3f}")
     console.print(table)
     console.print(f"figures and records in {out}")
+    _print_warnings(out, points, store)
 
 
 @app.command("plan")
@@ -164,11 +205,22 @@ def plan_cmd(
     config: ConfigOpt = None,
     out: OutDirOpt = Path("runs/plan"),
     set_: SetOpt = None,
+    measured: Annotated[
+        list[Path] | None,
+        typer.Option(help="edge report (`splitleak edge --out`) of a split; repeatable"),
+    ] = None,
+    executor: ExecutorOpt = "serial",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+    store: StoreOpt = None,
 ) -> None:
     """Pick a split point: compute, bytes, accuracy and worst-case leakage per split."""
     from splitleak.planner import Constraints, check_feature_dtype, format_table
+    from splitleak.runtime.planning import measured_columns, read_measured, write_measured
     from splitleak.studies import plan_study
 
+    check_executor(executor, workers, address)
+    measured_cost = read_measured(measured or [], feature_dtype=feature_dtype)
     attack_list = parse_attacks(attacks)
     check_feature_dtype(feature_dtype)
     check_output_dir(out, must_not_exist=False)
@@ -184,6 +236,7 @@ def plan_cmd(
         sets=set_,
         compute=compute_flags(device, precision, threads),
         config_file=config,
+        attacks=attack_list,
     )
     constraints = Constraints(
         max_edge_macs=max_edge_macs,
@@ -191,17 +244,16 @@ def plan_cmd(
         max_leakage=max_leakage,
         min_accuracy=min_accuracy,
     )
-    plan = plan_study(
-        victim,
-        base,
-        out,
-        constraints=constraints,
-        attacks=attack_list,
-        defenses=tuple(defense or ()),
-        feature_dtype=feature_dtype,
-        progress=True,
-    )
-    rows = format_table(plan.rows, pareto=plan.pareto)
+    plan = run_study(
+        plan_study, victim, base, out, constraints=constraints, attacks=attack_list,
+        defenses=tuple(defense or ()), feature_dtype=feature_dtype,
+        executor=executor, workers=workers, address=address, store=store, out=out,
+        noun="planner",
+    )  # fmt: skip
+    rows = measured_columns(format_table(plan.rows, pareto=plan.pareto), measured_cost)
+    if measured_cost:
+        computed = {r.split: r.feature_bytes for r in plan.rows}
+        write_measured(out / "measured.json", measured_cost, computed)
     table = Table(*rows[0].keys())
     for row in rows:
         table.add_row(*row.values())

@@ -1,4 +1,4 @@
-"""Edge-side defenses: noise, dropout, and their composition around an edge part."""
+"""Edge-side defenses: noise, dropout, DP, learned noise, fine-tuning, NoPeek; deployment."""
 
 from __future__ import annotations
 
@@ -32,27 +32,22 @@ def make_defense(
 
 
 def parse_defense(text: str) -> Defense:
-    """Parse ``family:location:level[:relative|:rescale]``, e.g. ``dropout:features:0.5``."""
+    """Parse ``family:location:level[:flag[=value]...]``, e.g. ``dropout:features:0.5``.
+
+    Families and their flags: :mod:`splitleak.defenses.specs` (and docs/defenses.md).
+    """
+    from splitleak.defenses.specs import FAMILY_NAMES, SYNTAX, build_defense
+
     parts = text.split(":")
     if len(parts) < 3 or parts[1] not in ("input", "features"):
-        raise unknown_name(
-            "defense spec", text, ["family:input|features:level[:relative|:rescale]"]
-        )
+        raise unknown_name("defense spec", text, [SYNTAX])
+    if parts[0] not in FAMILY_NAMES:
+        raise unknown_name("defense", parts[0], list(FAMILY_NAMES))
     try:
         level = float(parts[2])
     except ValueError:
         raise unknown_name("defense level", parts[2], ["a number"]) from None
-    flags = set(parts[3:])
-    allowed = {"rescale"} if parts[0] == "dropout" else {"relative"}
-    if flags - allowed:
-        raise unknown_name(f"{parts[0]} flag", sorted(flags - allowed)[0], sorted(allowed))
-    return make_defense(
-        parts[0],
-        level,
-        location=parts[1],  # type: ignore[arg-type]
-        relative="relative" in flags,
-        rescale="rescale" in flags,
-    )
+    return build_defense(parts[0], parts[1], level, parts[3:])
 
 
 __all__ = [

@@ -16,7 +16,12 @@ Location = Literal["input", "features"]
 
 
 class Defense(Protocol):
-    """A random perturbation of a tensor; ``level`` 0 is the identity."""
+    """A random perturbation of a tensor; ``level`` 0 is the identity.
+
+    Optional attributes: ``stochastic`` (False for deterministic defenses, e.g. learned
+    noise or NoPeek; default True) and, for defenses that learn before use, ``stage`` and
+    ``prepare(context)`` (:class:`splitleak.defenses.deploy.Trainable`).
+    """
 
     @property
     def family(self) -> str: ...
@@ -48,20 +53,43 @@ class DefendedEdge(nn.Module):
         super().__init__()
         self.edge = edge
         self.defenses = list(defenses)
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self._device_generators: dict[str, torch.Generator] = {}
 
     def reseed(self, seed: int) -> DefendedEdge:
+        self.seed = seed
         self.generator.manual_seed(seed)
+        for gen in self._device_generators.values():
+            gen.manual_seed(seed)
         return self
 
+    def generator_for(self, device: torch.device) -> torch.Generator:
+        """The defense's random stream on ``device`` (the CPU's is :attr:`generator`).
+
+        Draws are seeded on the device they are made on, so a run on a GPU is
+        reproducible there (its numbers differ from the CPU's: another generator).
+        """
+        if device.type == "cpu":
+            return self.generator
+        key = str(device)
+        if key not in self._device_generators:
+            self._device_generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._device_generators[key]
+
+    def extra_repr(self) -> str:
+        # The defenses are part of what a cached module trained through this edge depends on.
+        return f"defenses={describe(self.defenses)}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        generator = self.generator_for(x.device)
         for d in self.defenses:
             if d.location == "input":
-                x = d.apply(x, self.generator)
+                x = d.apply(x, generator)
         z = self.edge(x)
         for d in self.defenses:
             if d.location == "features":
-                z = d.apply(z, self.generator)
+                z = d.apply(z, generator)
         return z
 
 

@@ -29,7 +29,7 @@ class Dropout:
     def apply(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.level == 0:
             return t
-        keep = (torch.rand(t.shape, generator=generator) >= self.level).to(t.dtype)
+        keep = (torch.rand(t.shape, generator=generator, device=t.device) >= self.level).to(t.dtype)
         out = t * keep
         return out / (1 - self.level) if self.rescale else out
 

@@ -51,7 +51,7 @@ class GaussianNoise(_AdditiveNoise):
     symbol = "σ"
 
     def _sample(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(t.shape, generator=generator, dtype=t.dtype)
+        return torch.randn(t.shape, generator=generator, dtype=t.dtype, device=t.device)
 
 
 @dataclass(frozen=True)
@@ -66,5 +66,5 @@ class LaplaceNoise(_AdditiveNoise):
 
     def _sample(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # Inverse CDF of the Laplace distribution from uniform draws in (-1/2, 1/2).
-        u = torch.rand(t.shape, generator=generator, dtype=t.dtype) - 0.5
+        u = torch.rand(t.shape, generator=generator, dtype=t.dtype, device=t.device) - 0.5
         return -torch.sign(u) * torch.log1p(-2 * u.abs().clamp(max=0.5 - 1e-7))

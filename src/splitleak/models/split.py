@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from splitleak.errors import SplitleakError, unknown_name
+from splitleak.errors import UnknownNameError, unknown_name
 
 # Nodes that only reshape; listing them as split points would duplicate their input's row.
 _RESHAPE_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity)
@@ -108,7 +108,7 @@ def split_model(model: nn.Module, *, at: str) -> SplitModel:
     return SplitModel(edge=edge, cloud=cloud, at=at, full=model)
 
 
-def _not_a_cut(gm: fx.GraphModule, at: str) -> SplitleakError:
+def _not_a_cut(gm: fx.GraphModule, at: str) -> UnknownNameError:
     # A layer that exists but is not a cut point gets a reason, not "unknown".
     nodes = list(gm.graph.nodes)
     reused = _reused_modules(nodes)
@@ -122,9 +122,9 @@ def _not_a_cut(gm: fx.GraphModule, at: str) -> SplitleakError:
             reason = "it is the model's output (nothing is left for the cloud)"
         else:
             reason = f"{len(crossing)} tensors cross the cut there ({', '.join(crossing)})"
-        return SplitleakError(
+        return UnknownNameError(
             f"cannot split after {at!r}: {reason}; a split point must pass exactly one "
-            f"tensor to the cloud — valid split points: {valid}"
+            f"tensor to the cloud — valid: {valid}"
         )
     return unknown_name("split point", at, split_points(gm))
 

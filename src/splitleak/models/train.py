@@ -331,7 +331,7 @@ def train_or_load(
         resume_dir=partial,
     )
     seconds = time.perf_counter() - started
-    model = model.to(torch.device("cpu"), memory_format=torch.contiguous_format)
+    model = model.to(torch.device("cpu"), memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     acc = accuracy(model, x_test, test.labels)  # the reported accuracy: fp32 on the CPU
     meta = {
         **identity,

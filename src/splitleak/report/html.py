@@ -42,6 +42,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .v{padding:1px 8px;border-radius:10px;font-weight:600;white-space:nowrap}
 .v-exposed{background:#ffebe9;color:#a40e26}.v-borderline{background:#fff8c5;color:#7d4e00}
 .v-hidden{background:#dafbe1;color:#116329}.v-warning{color:#a40e26}.v-info{color:#0969da}
+.v-error{background:#cf222e;color:#fff}
 .banner{border:2px solid #cf222e;background:#ffebe9;padding:10px 16px;border-radius:6px}
 .ok{border:1px solid #1a7f37;background:#dafbe1;padding:6px 12px;border-radius:6px}
 figure{margin:12px 0}img{max-width:100%;height:auto}figcaption{font-size:.85em;color:#59636e}
@@ -51,10 +52,12 @@ pre{background:#f6f8fa;padding:8px;margin:0;font-size:.85em;white-space:pre-wrap
 """
 _COLUMNS = {  # header=spec per column (spec: see _cell)
     "splits": "split point=split|depth=depth|worst attack=worst_attack|PSNR (dB)=psnr:2|"
-    "SSIM=ssim:3|verdict=verdict!",
+    "SSIM=ssim:3|verdict=verdict!|decided by=decided_by",
     "attacks": "attack=attack|split=split|attacker data / shadow net=variant|images=n|"
     "PSNR (dB)=psnr±2|paper PSNR=paper_psnr:2|SSIM=ssim±3|paper SSIM=paper_ssim:3|"
-    "queries=queries_text|time (s)=seconds:1|converged=converged_text|verdict=verdict!",
+    "queries=queries_text|time (s)=seconds:1|converged=converged_text|"
+    "evaluator accuracy (originals)=evaluator_text|identified=identification:2|"
+    "verdict=verdict!|decided by=decided_by",
     "defenses": "attack=attack|defense=label|level=level_text|accuracy=accuracy±3|"
     "draws=accuracy_draws|naive PSNR=naive_psnr:2|naive SSIM=naive_ssim:3|"
     "aware PSNR=aware_psnr:2|aware SSIM=aware_ssim:3|worse for the defender=worse",
@@ -64,7 +67,14 @@ _TEXT = {  # prose of the page; {placeholders} are filled per audit
     "rule": f"Verdict: exposed above {RECOGNISABLE_SSIM:g} SSIM (recognisable, He et al.), "
     f"hidden below {HIDDEN_SSIM:g} SSIM, borderline between. The papers' other rule, PSNR > "
     f"{RECOGNISABLE_PSNR:g} dB, is not used: a blurred mean digit already passes it on MNIST. "
-    "PSNR is the best at the split point, the worst attack the one with the highest SSIM.",
+    "PSNR is the best at the split point. Two recognition rules stand beside it: an "
+    "independent evaluator classifier (another architecture, trained on the training split) "
+    "recognises the reconstructions (its accuracy, from chance to its accuracy on the "
+    "originals, normalised: exposed at 0.5 or more, hidden below 0.2), and identification "
+    "(the share of reconstructions whose nearest evaluated image, in pixels or evaluator "
+    "features, is their own original, normalised between chance and 1: exposed at 0.5 or "
+    "more, hidden below 0.1). The most severe rule decides ('decided by'); the worst attack "
+    "is the one with the most severe verdict, then the highest SSIM.",
     "exposed": "the cloud rebuilt recognisable inputs: do not cut there without a defense",
     "borderline": "the reconstructions are blurred, but coarse shapes may still show",
     "hidden": "no attack came near a recognisable image",
@@ -229,6 +239,10 @@ def _attacks(results: Row) -> str:
         paper = dict(zip(("paper_psnr", "paper_ssim"), a["published"] or [None, None], strict=True))
         converged = {True: "yes", False: "no"}.get(a["converged"], "n/a")
         extra = {"variant": _variant(a) or "— (knows the weights)", "converged_text": converged}
+        if a.get("evaluator_accuracy") is not None:
+            extra["evaluator_text"] = (
+                f"{a['evaluator_accuracy']:.2f} ({a['evaluator_accuracy_original']:.2f})"
+            )
         rows.append(a | paper | extra | {"queries_text": f"{a['queries']:,}"})
     if not rows:
         return _tag("p", "No attack cell has finished yet.")

@@ -9,12 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from splitleak.checks import data_overlap
 from splitleak.planner import Constraints, SplitCost, plan_record, plan_rows
 from splitleak.records import read_json
 from splitleak.report.published import ACCURACY, published
 from splitleak.store import ResultStore
 
 RECOGNISABLE_SSIM, RECOGNISABLE_PSNR, HIDDEN_SSIM = 0.3, 10.0, 0.25
+_SEVERITY = {"hidden": 0, "borderline": 1, "exposed": 2}
+#: The verdict rules, in the order that names the deciding one when several agree.
+RULES = ("SSIM", "evaluator", "identification")
 
 
 def verdict(psnr: float, ssim: float) -> str:
@@ -28,6 +32,22 @@ def verdict(psnr: float, ssim: float) -> str:
     if ssim > RECOGNISABLE_SSIM:
         return "exposed"
     return "hidden" if ssim < HIDDEN_SSIM else "borderline"
+
+
+def verdicts(ssim: float, recognisability: dict[str, Any] | None) -> dict[str, Any]:
+    """The SSIM rule beside the evaluator and identification rules; the worst one decides.
+
+    Returns ``verdict`` (the most severe of the rules' verdicts), ``decided_by`` (the
+    first rule, in :data:`RULES` order, that gives it) and ``rules`` (each rule's verdict
+    and score). Without recognisability measures only the SSIM rule applies.
+    """
+    from splitleak.recognisability import recognition_verdict
+
+    rules: dict[str, dict[str, Any]] = {"SSIM": {"score": ssim, "verdict": verdict(0.0, ssim)}}
+    rules.update(recognition_verdict(recognisability))
+    worst = max(rules.values(), key=lambda r: _SEVERITY[r["verdict"]])["verdict"]
+    decided = next(name for name in RULES if name in rules and rules[name]["verdict"] == worst)
+    return {"verdict": worst, "decided_by": decided, "rules": rules}
 
 
 def _published_cell(arch: str, cell: dict[str, Any]) -> list[float] | None:
@@ -75,6 +95,8 @@ def assemble(directory: Path) -> dict[str, Any]:
 def _attack_row(cell: dict[str, Any], record: dict[str, Any], arch: str) -> dict[str, Any]:
     s = record["summary"]
     info = record["provenance"].get("reconstruction_info", {})
+    recog = record["provenance"].get("recognisability")
+    decision = verdicts(s["ssim"]["mean"], recog)
     return {
         **{
             k: cell.get(k)
@@ -100,7 +122,21 @@ def _attack_row(cell: dict[str, Any], record: dict[str, Any], arch: str) -> dict
         "seconds": sum(record["timings"].values()),
         "converged": info.get("converged"),
         "published": _published_cell(arch, cell) if not cell.get("defenses") else None,
-        "verdict": verdict(s["psnr"]["mean"], s["ssim"]["mean"]),
+        "overlap": data_overlap(record),
+        **_recognisability_columns(recog),
+        "verdict": decision["verdict"],
+        "decided_by": decision["decided_by"],
+    }
+
+
+def _recognisability_columns(record: dict[str, Any] | None) -> dict[str, Any]:
+    if not record or "skipped" in record:
+        return {"evaluator_accuracy": None, "evaluator_accuracy_original": None,
+                "identification": None}  # fmt: skip
+    return {
+        "evaluator_accuracy": record["evaluator_accuracy"],
+        "evaluator_accuracy_original": record["evaluator_accuracy_original"],
+        "identification": max(record["identification_pixel"], record["identification_features"]),
     }
 
 
@@ -162,15 +198,17 @@ def _split_verdicts(
         mine = [a for a in attacks if a["split"] == split and a["section"] == "attacks"]
         if not mine:
             continue
-        worst = max(mine, key=lambda a: a["ssim"])
+        # The worst attack: the most severe verdict, then the highest SSIM.
+        worst = max(mine, key=lambda a: (_SEVERITY[a["verdict"]], a["ssim"]))
         rows.append(
             {
                 "split": split,
                 "depth": order.index(split),
                 "worst_attack": worst["label"],
                 "psnr": max(a["psnr"] for a in mine),
-                "ssim": worst["ssim"],
-                "verdict": verdict(max(a["psnr"] for a in mine), worst["ssim"]),
+                "ssim": max(a["ssim"] for a in mine),
+                "verdict": worst["verdict"],
+                "decided_by": worst["decided_by"],
             }
         )
     return rows

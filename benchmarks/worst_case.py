@@ -1,0 +1,310 @@
+"""The worst-case attacker on MNIST, honestly measured: several victims, every attack, tuned
+profiles tuned on attacker-side data only, and recognisability beside PSNR/SSIM.
+
+    python benchmarks/worst_case.py                       # the full grid (resumable)
+    python benchmarks/worst_case.py --small               # 1 victim, 20 images, short budgets
+    python benchmarks/worst_case.py --max-minutes 25      # stop after 25 minutes; rerun to go on
+
+Grid: victims (mnist-net trained with ``TrainSettings.seed`` 0, 1, 2) × split points (conv1,
+ReLU2, pool2, fc1) × attacks (white-box ``strong`` and ``tuned``, inverse network, model
+reconstruction, query-free shadow, the two hybrids, the data-free UnSplit, and the white-box
+hybrid ``tuned``), random protocol
+(100 test images drawn with seed 0, the same for every victim). Attacker data: the test split
+minus the evaluated images (same distribution); the tuned white-box attacker tunes on 16 of
+its own images. Every finished cell is written at once into the results JSON (atomic
+rename); a rerun skips the cells already there, so the run can be continued at any time.
+Cells run in priority order: the two targets first (white-box at ReLU2, every attack at fc1).
+
+Per cell: PSNR/SSIM (mean ± 95 % CI over the images), evaluator accuracy (reconstructions
+and originals), identification rates, the verdict and the rule that decided it, convergence,
+tuning provenance. Summary: per split point and attack, the per-victim means and the mean ±
+95 % CI across victims; the worst attack per split point and victim (highest SSIM among all
+attacks, every threat model allowed), and its mean across victims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, print_markdown
+
+from splitleak.config import AttackConfig, TrainSettings, VictimConfig
+from splitleak.experiment import Victim, load_victim, run_attack
+from splitleak.metrics import summarize
+from splitleak.records import read_json, versions, write_json
+from splitleak.report.results import verdicts
+
+SPLITS = ("conv1", "ReLU2", "pool2", "fc1")
+#: name -> (attack, profile); the order is the table's.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "whitebox-strong": ("whitebox", "strong"),
+    "whitebox-tuned": ("whitebox", "tuned"),
+    "inverse-network": ("inverse-network", "strong"),
+    "model-reconstruction": ("model-reconstruction", "strong"),
+    "shadow": ("shadow", "strong"),
+    "hybrid-whitebox": ("hybrid-whitebox", "strong"),
+    "hybrid-blackbox": ("hybrid-blackbox", "strong"),
+    "unsplit": ("unsplit", "paper"),
+    "hybrid-whitebox-tuned": ("hybrid-whitebox", "tuned"),
+}
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "datasets",
+    )
+    parser.add_argument("--epochs", type=int, default=20, help="victim training epochs")
+    parser.add_argument("--seeds", default="0,1,2", help="victim seeds (TrainSettings.seed)")
+    parser.add_argument("--splits", default=",".join(SPLITS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--n-eval", type=int, default=100)
+    parser.add_argument("--attacker-samples", type=int, default=5000)
+    parser.add_argument("--attack-epochs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=None, help="rMLE steps (default: profile)")
+    parser.add_argument("--unsplit-rounds", type=int, default=None)
+    parser.add_argument("--tune-budget", type=int, default=None, help="default: tuning.toml")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this long")
+    parser.add_argument("--small", action="store_true", help="1 victim, 20 images, short")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (and resume store)")
+    args = parser.parse_args()
+    default = RESULTS / "worst_case_mnist-net.json"
+    args.out = args.out or (Path("/tmp/worst_case_mnist-net_small.json") if args.small else default)
+    if args.small:
+        args.seeds, args.n_eval, args.attacker_samples, args.attack_epochs = "0", 20, 1000, 3
+        args.steps, args.unsplit_rounds = args.steps or 200, args.unsplit_rounds or 20
+        args.tune_budget = args.tune_budget or 3
+    return args
+
+
+def cell_config(args: argparse.Namespace, seed: int, split: str, variant: str) -> AttackConfig:
+    attack, profile = VARIANTS[variant]
+    overrides: dict[str, Any] = {}
+    if args.steps and attack not in ("unsplit", "inverse-network"):
+        overrides["steps"] = args.steps  # every other attack's primary section is rMLE
+    if attack == "unsplit" and args.unsplit_rounds:
+        overrides["rounds"] = args.unsplit_rounds
+    if profile == "tuned" and (args.tune_budget or args.steps):
+        tuning: dict[str, Any] = {}
+        if args.tune_budget:
+            tuning["budget"] = args.tune_budget
+        if args.steps:
+            tuning["steps"] = [2 * args.steps]
+        overrides["tuning"] = tuning
+    return AttackConfig(
+        victim=victim_config(args, seed),
+        split=split,
+        attack=attack,
+        profile=profile,
+        overrides=overrides,
+        protocol="random",
+        n_eval=args.n_eval,
+        seed=0,
+        attacker_samples=args.attacker_samples,
+        attack_epochs=args.attack_epochs,
+    )
+
+
+def victim_config(args: argparse.Namespace, seed: int) -> VictimConfig:
+    return VictimConfig(
+        model="mnist-net",
+        dataset="mnist",
+        data_dir=args.data_dir,
+        train=TrainSettings(epochs=args.epochs, seed=seed),
+    )
+
+
+def priority(cells: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The targets first: white-box at ReLU2 on every victim, then every attack at fc1."""
+
+    def rank(cell: tuple[int, str, str]) -> tuple[int, int, int, int]:
+        seed, split, variant = cell
+        names = list(VARIANTS)
+        if split == "ReLU2" and variant.startswith("whitebox"):
+            return (0, seed, 0, names.index(variant))
+        if split == "fc1":
+            return (1, seed, 0, names.index(variant))
+        return (2, seed, SPLITS.index(split), names.index(variant))
+
+    return sorted(cells, key=rank)
+
+
+def measure(cfg: AttackConfig, victim: Victim) -> dict[str, Any]:
+    started = time.perf_counter()
+    run = run_attack(cfg, victim=victim, progress=False)
+    prov = run.provenance
+    recog = prov["recognisability"]
+    decision = verdicts(run.summary["ssim"]["mean"], recog)
+    tuning = prov.get("tuning")
+    return {
+        "summary": run.summary,
+        "victim_accuracy": victim.meta.get("test_accuracy"),
+        "checkpoint": str(victim.checkpoint),
+        "evaluator_accuracy": recog.get("evaluator_accuracy"),
+        "evaluator_accuracy_original": recog.get("evaluator_accuracy_original"),
+        "identification_pixel": recog.get("identification_pixel"),
+        "identification_features": recog.get("identification_features"),
+        "identification_chance": recog.get("identification_chance"),
+        "lpips": recog.get("lpips"),
+        "evaluator": recog.get("evaluator"),
+        "verdict": decision["verdict"],
+        "decided_by": decision["decided_by"],
+        "converged": prov["reconstruction_info"].get("converged"),
+        "queries": run.queries_used,
+        "hyperparameters": prov["attack_hyperparameters"],
+        "tuning": None
+        if tuning is None
+        else {k: tuning[k] for k in ("space", "budget", "strategy", "metric", "trials", "chosen")}
+        | {"tuning_indices": tuning["tuning_data"]["indices"]},
+        "evaluation_indices": run.per_image["index"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def summarise(cells: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Per split and variant: per-victim means and mean ± 95 % CI across victims; worst case."""
+    table = []
+    for split in SPLITS:
+        for variant in VARIANTS:
+            done = {
+                s: cells[_key(s, split, variant)] for s in seeds if _key(s, split, variant) in cells
+            }
+            if not done:
+                continue
+            row: dict[str, Any] = {"split": split, "variant": variant, "victims": len(done)}
+            for metric in ("psnr", "ssim"):
+                per = [done[s]["summary"][metric]["mean"] for s in sorted(done)]
+                row[f"{metric}_per_victim"] = per
+                row[metric] = summarize(per).as_dict()
+            for metric in ("evaluator_accuracy", "identification_pixel", "identification_features"):
+                per = [done[s][metric] for s in sorted(done) if done[s].get(metric) is not None]
+                row[metric] = summarize(per).as_dict() if per else None
+            row["verdicts"] = [
+                done[s]["verdict"] + f" ({done[s]['decided_by']})" for s in sorted(done)
+            ]
+            table.append(row)
+    worst = []
+    for split in SPLITS:
+        per_victim = []
+        for s in seeds:
+            mine = {v: cells[_key(s, split, v)] for v in VARIANTS if _key(s, split, v) in cells}
+            if mine:
+                name = max(mine, key=lambda v: mine[v]["summary"]["ssim"]["mean"])
+                per_victim.append(
+                    {"seed": s, "attack": name, "ssim": mine[name]["summary"]["ssim"]["mean"],
+                     "psnr": mine[name]["summary"]["psnr"]["mean"], "attacks_done": len(mine)}
+                )  # fmt: skip
+        if per_victim:
+            worst.append(
+                {
+                    "split": split,
+                    "per_victim": per_victim,
+                    "ssim": summarize([p["ssim"] for p in per_victim]).as_dict(),
+                    "psnr": summarize([p["psnr"] for p in per_victim]).as_dict(),
+                }
+            )
+    return {"table": table, "worst_case": worst}
+
+
+def _key(seed: int, split: str, variant: str) -> str:
+    return f"victim{seed}/{split}/{variant}"
+
+
+def main() -> None:
+    args = parse()
+    started = time.perf_counter()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    grid = [
+        (s, sp, v) for s in seeds for sp in args.splits.split(",") for v in args.variants.split(",")
+    ]
+    previous = read_json(args.out) if args.out.is_file() else {}
+    if previous and previous.get("settings") != _settings(args):
+        raise SystemExit(f"{args.out} holds another configuration; use another --out")
+    cells: dict[str, dict[str, Any]] = dict(previous.get("cells", {}))
+    victims: dict[int, Victim] = {}
+    for seed, split, variant in priority(grid):
+        key = _key(seed, split, variant)
+        if key in cells:
+            continue
+        if args.max_minutes and time.perf_counter() - started > 60 * args.max_minutes:
+            break
+        if seed not in victims:
+            victims[seed] = load_victim(victim_config(args, seed), progress=False)
+        cells[key] = measure(cell_config(args, seed, split, variant), victims[seed])
+        c = cells[key]
+        psnr, ssim = c["summary"]["psnr"]["mean"], c["summary"]["ssim"]["mean"]
+        print(
+            f"{key:38s} {psnr:6.2f} dB  SSIM {ssim:.3f}  "
+            f"eval {c['evaluator_accuracy']:.2f}/{c['evaluator_accuracy_original']:.2f}  "
+            f"id {c['identification_pixel']:.2f}/{c['identification_features']:.2f}  "
+            f"{c['verdict']} ({c['decided_by']})  conv {c['converged']}  [{c['seconds']:.0f} s]",
+            flush=True,
+        )
+        _write(args, cells, seeds, grid, started, previous)
+    _write(args, cells, seeds, grid, started, previous)
+    summary = summarise(cells, seeds)
+    print_markdown(
+        [
+            {
+                "split": r["split"],
+                "attack": r["variant"],
+                "victims": r["victims"],
+                "PSNR": _ci(r["psnr"]),
+                "SSIM": _ci(r["ssim"], 3),
+                "evaluator": _ci(r["evaluator_accuracy"], 2),
+                "identified (px)": _ci(r["identification_pixel"], 2),
+            }
+            for r in summary["table"]
+        ],
+        ["split", "attack", "victims", "PSNR", "SSIM", "evaluator", "identified (px)"],
+    )
+    for w in summary["worst_case"]:
+        names = ", ".join(f"{p['attack']} ({p['ssim']:.3f})" for p in w["per_victim"])
+        print(f"worst case at {w['split']}: SSIM {_ci(w['ssim'], 3)} — {names}")
+
+
+def _ci(s: dict[str, Any] | None, digits: int = 2) -> str:
+    if not s:
+        return "—"
+    return f"{s['mean']:.{digits}f}" + (f" ± {s['ci95']:.{digits}f}" if s.get("ci95") else "")
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("epochs", "n_eval", "attacker_samples", "attack_epochs", "steps", "unsplit_rounds",
+            "tune_budget")  # fmt: skip
+    return {k: getattr(args, k) for k in keys}
+
+
+def _write(
+    args: argparse.Namespace,
+    cells: dict[str, dict[str, Any]],
+    seeds: list[int],
+    grid: list[tuple[int, str, str]],
+    started: float,
+    previous: dict[str, Any],
+) -> None:
+    remaining = [_key(*c) for c in priority(grid) if _key(*c) not in cells]
+    command = "python benchmarks/worst_case.py" + (" --small" if args.small else "")
+    write_json(
+        args.out,
+        {
+            "benchmark": "worst_case_mnist-net",
+            "settings": _settings(args),
+            "seeds": seeds,
+            "wall_s": round(float(previous.get("wall_s", 0)) + time.perf_counter() - started, 1),
+            "versions": versions(),
+            "cells": cells,
+            "summary": summarise(cells, seeds),
+            "remaining": remaining,
+            "continue_with": command if remaining else None,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Submit cells: skip the stored ones, order the rest, run them, store each result at once.
+
+This is the one path from a list of cell specs to a store, used by the sweeps and studies,
+the audit and the benchmarks. The driver (the caller) is the only writer of the store:
+workers return records and tensor bytes, and :func:`submit_cells` writes them the moment
+they arrive, so an interrupted run loses only the cells in flight and a rerun continues.
+Cells that train or reuse the same decoder, shadow or trained defense
+(:meth:`AttackCell.shared_models`)
+are chained — the first trains it, the others wait and read it — so no two workers ever
+train the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from splitleak.cells import (
+    AccuracyCell,
+    AttackCell,
+    CellOutput,
+    VictimId,
+    register_victim,
+)
+from splitleak.config import VictimConfig
+from splitleak.errors import SplitleakError
+from splitleak.executor.artifacts import install, pack_folder
+from splitleak.executor.base import Executor, Task
+from splitleak.executor.serial import SerialExecutor
+from splitleak.executor.worker import Reply
+from splitleak.experiment import Victim, default_cache_dir, load_victim
+from splitleak.records import stable_hash
+from splitleak.store import ResultStore
+
+CELL_FUNCTION = "splitleak.cells:compute_cell"
+VICTIM_FUNCTION = "splitleak.cells:train_victim"
+Spec = AttackCell | AccuracyCell
+
+
+class CellsFailedError(SplitleakError):
+    """Some cells kept failing; the others are stored, and a rerun retries the failed ones."""
+
+
+@dataclass
+class SubmitOutcome:
+    """Keys computed now (in completion order), reused from the store, and failed (-> why)."""
+
+    computed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Raise :class:`CellsFailedError` naming the failed cells, if any."""
+        if not self.failed:
+            return
+        first = "; ".join(f"{self.labels.get(k, k)}: {m}" for k, m in list(self.failed.items())[:3])
+        more = f" (and {len(self.failed) - 3} more)" if len(self.failed) > 3 else ""
+        raise CellsFailedError(
+            f"{len(self.failed)} cell(s) failed — {first}{more}; the other cells are stored, "
+            "rerun the same command to retry the failed ones"
+        )
+
+
+def unique_cells(cells: Iterable[Spec]) -> list[Spec]:
+    """``cells`` without repeated keys, in first-seen order."""
+    seen: dict[str, Spec] = {}
+    for spec in cells:
+        seen.setdefault(spec.key, spec)
+    return list(seen.values())
+
+
+def plan_tasks(
+    cells: Sequence[Spec],
+    victim_refs: Mapping[VictimId, str],
+    *,
+    function: str = CELL_FUNCTION,
+    progress: bool = False,
+    estimates: Mapping[str, float] | None = None,
+) -> list[Task]:
+    """One task per cell; a cell that reuses another's learned model depends on it."""
+    producers: dict[str, str] = {}
+    tasks = []
+    for spec in cells:
+        if spec.victim_id not in victim_refs:
+            raise SplitleakError(
+                f"cell {spec.label!r} needs victim {spec.victim_id.checkpoint}, "
+                "which was not given to submit_cells"
+            )
+        deps = tuple(dict.fromkeys(producers[g] for g in spec.shared_models() if g in producers))
+        for group in spec.shared_models():
+            producers.setdefault(group, spec.key)
+        payload = {
+            "cell": spec.model_dump(mode="json"),
+            "victim": victim_refs[spec.victim_id],
+            "progress": progress,
+        }
+        estimate = (estimates or {}).get(spec.key, 0.0)
+        tasks.append(Task(spec.key, function, payload, deps, spec.label, estimate))
+    return tasks
+
+
+def submit_cells(
+    cells: Iterable[Spec],
+    store: ResultStore,
+    *,
+    victims: Iterable[Victim],
+    executor: Executor | None = None,
+    mirror: ResultStore | None = None,
+    estimates: Mapping[str, float] | None = None,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[str], None] | None = None,
+    on_failed: Callable[[str, str], None] | None = None,
+    progress: bool = False,
+    function: str = CELL_FUNCTION,
+) -> SubmitOutcome:
+    """Compute every cell not yet in ``store`` and store it; returns what was done.
+
+    Args:
+        victims: the trained victims the cells name (loaded in the driver).
+        executor: where cells run (default: a :class:`SerialExecutor`, closed afterwards).
+        mirror: a second store that gets every cell of this call (an audit folder whose
+            cells live in a shared store: hard links, so the folder is self-contained).
+        on_start, on_done: called with a key when its cell starts and when it is stored;
+            ``on_failed`` with the key and the reason when a cell is given up.
+        progress: training bars inside cells (the serial executor only).
+        function: the worker function (``module:name``; tests instrument it).
+    """
+    unique = unique_cells(cells)
+    outcome = SubmitOutcome(labels={s.key: s.label for s in unique})
+    outcome.reused = [s.key for s in unique if store.has(s.key)]
+    for key in outcome.reused:
+        if mirror is not None:
+            store.link(key, mirror)
+    pending = [s for s in unique if not store.has(s.key)]
+    if not pending:
+        return outcome
+    owned = executor is None
+    ex = executor if executor is not None else SerialExecutor()
+    try:
+        refs = _victim_refs(victims, ex)
+        tasks = plan_tasks(
+            pending, refs, function=function, progress=progress and ex.name == "serial",
+            estimates=estimates,
+        )  # fmt: skip
+
+        def stored(task: Task, reply: Reply) -> None:
+            out: CellOutput = reply.value
+            runner = {"executor": ex.name, "host": reply.host}
+            store.put_bytes(task.key, {**out.record, "runner": runner}, out.tensors)
+            if mirror is not None:
+                store.link(task.key, mirror)
+            if reply.artifacts:  # the driver's own model cache gets every shipped model
+                install(default_cache_dir(), reply.artifacts)
+            outcome.computed.append(task.key)
+            if on_done is not None:
+                on_done(task.key)
+
+        report = ex.run(
+            tasks,
+            on_start=(lambda t: on_start(t.key)) if on_start is not None else None,
+            on_result=stored,
+            on_failure=(lambda t, why: on_failed(t.key, why)) if on_failed is not None else None,
+        )
+    finally:
+        if owned:
+            ex.close()
+    outcome.failed = dict(report.failed)
+    return outcome
+
+
+def _victim_refs(victims: Iterable[Victim], executor: Executor) -> dict[VictimId, str]:
+    refs = {}
+    for victim in victims:
+        refs[VictimId.of(victim)] = register_victim(victim)
+        if executor.ships_artifacts and victim.checkpoint is not None:
+            name = f"models/{victim.checkpoint.name}"
+            executor.share(name, pack_folder(victim.checkpoint, name))
+    return refs
+
+
+def provide_victim(
+    config: VictimConfig, executor: Executor | None = None, *, progress: bool = False
+) -> Victim:
+    """The victim, trained once: in this process (serial), else as a task of ``executor``.
+
+    A victim trained by a worker lands in the model cache (shipped back from another
+    machine), and the driver then loads it from there.
+    """
+    if executor is None or isinstance(executor, SerialExecutor) or config.checkpoint:
+        return load_victim(config, progress=progress)
+    payload = {"victim": config.model_dump(mode="json"), "ship": executor.ships_artifacts}
+    key = f"victim-{stable_hash(payload['victim'])}"
+    replies: list[Reply] = []
+    report = executor.run(
+        [Task(key, VICTIM_FUNCTION, payload, label="train the victim")],
+        on_result=lambda _, reply: replies.append(reply),
+    )
+    if report.failed:
+        raise SplitleakError(f"the victim could not be trained: {report.failed[key]}")
+    bundle = replies[0].value.get("bundle")
+    if bundle:
+        install(config.cache_dir or default_cache_dir(), bundle)
+    return load_victim(config, progress=False)
