@@ -334,6 +334,63 @@ def run_attack(
         return _run_attack(cfg, out=out, victim=victim, progress=progress, compute=compute)
 
 
+@dataclass
+class FittedAttack:
+    """Steps 5–8 of the pipeline: the access granted, the attacker's data, the fitted attack."""
+
+    attack: Any
+    access: Access
+    data: AttackerSamples | None
+    reconstruction: Reconstruction
+    timings: dict[str, float]
+
+
+def fit_and_reconstruct(
+    cfg: AttackConfig,
+    victim: Victim,
+    deployment: Any,
+    z: torch.Tensor,
+    *,
+    eval_indices: torch.Tensor,
+    progress: bool,
+    compute: Compute,
+) -> FittedAttack:
+    """Grant the threat model's access, draw the attacker's data, fit, reconstruct ``z``.
+
+    ``deployment`` is the output of :func:`deploy_defenses`; ``eval_indices`` are the test
+    images the attacker's data must not contain. Shared by :func:`run_attack` and the
+    attack on captured features (:mod:`splitleak.runtime.captured`).
+    """
+    access = make_access(  # 5
+        get_attack(cfg.attack).threat_model,
+        deployment.parts,
+        victim.inputs,
+        tuple(z.shape[1:]),
+        budget=cfg.query_budget,
+        edge=deployment.defended.reseed(cfg.seed + 1) if cfg.adaptive else None,
+        tail_defenses=tuple(deployment.defenses) if cfg.adaptive else (),
+        structure=_fresh_edge_builder(victim, cfg.split),
+    )
+    data = attacker_samples(cfg, victim=victim, eval_indices=eval_indices)  # 6
+    attack = build_attack(
+        cfg,
+        architecture=victim.architecture.name,
+        structure=victim.architecture.build,
+        image_shape=victim.test.shape,
+        feature_shape=tuple(z.shape[1:]),
+        progress=progress,
+        cache=attack_cache(cfg, victim),
+        compute=compute,
+    )
+    started = time.perf_counter()
+    attack.fit(access, data)  # 7
+    fitted = time.perf_counter()
+    rec = attack.reconstruct(z)  # 8
+    done = time.perf_counter()
+    timings = {"fit_s": round(fitted - started, 3), "reconstruct_s": round(done - fitted, 3)}
+    return FittedAttack(attack, access, data, rec, timings)
+
+
 def _run_attack(
     cfg: AttackConfig,
     *,
@@ -353,36 +410,14 @@ def _run_attack(
         victim, split=cfg.split, defenses=cfg.defenses, seed=cfg.seed,
         cache_dir=cfg.victim.cache_dir,
     )  # fmt: skip
-    split, observed = deployment.parts, deployment.defended
+    observed = deployment.defended
     pixels = victim.test.subset(eval_idx).to_float()
     with torch.no_grad():
         z = observed(victim.architecture.normalization.normalize(pixels))  # 4
-    access = make_access(
-        get_attack(cfg.attack).threat_model,
-        split,
-        victim.inputs,  # 5
-        tuple(z.shape[1:]),
-        budget=cfg.query_budget,
-        edge=observed.reseed(cfg.seed + 1) if cfg.adaptive else None,
-        tail_defenses=tuple(deployment.defenses) if cfg.adaptive else (),
-        structure=_fresh_edge_builder(victim, cfg.split),
+    fitted = fit_and_reconstruct(  # 5-8
+        cfg, victim, deployment, z, eval_indices=eval_idx, progress=progress, compute=compute
     )
-    data = attacker_samples(cfg, victim=victim, eval_indices=eval_idx)  # 6
-    attack = build_attack(
-        cfg,
-        architecture=victim.architecture.name,
-        structure=victim.architecture.build,
-        image_shape=victim.test.shape,
-        feature_shape=tuple(z.shape[1:]),
-        progress=progress,
-        cache=attack_cache(cfg, victim),
-        compute=compute,
-    )
-    started = time.perf_counter()
-    attack.fit(access, data)  # 7
-    fitted = time.perf_counter()
-    rec = attack.reconstruct(z)  # 8
-    done = time.perf_counter()
+    attack, access, data, rec = fitted.attack, fitted.access, fitted.data, fitted.reconstruction
     scores = image_metrics(rec.images, pixels)  # 9
     run = AttackRun(
         config=cfg,
@@ -397,7 +432,7 @@ def _run_attack(
         },
         reference=pixels,
         reconstruction=rec,
-        timings={"fit_s": round(fitted - started, 3), "reconstruct_s": round(done - fitted, 3)},
+        timings=fitted.timings,
         queries_used=access.queries_used,
         provenance={
             "seed": cfg.seed,

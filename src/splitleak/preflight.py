@@ -65,15 +65,19 @@ def check_split(victim: CheckedVictim, split: str) -> None:
         split_model(victim.network, at=split)  # raises with the reason
 
 
-def check_attack(cfg: AttackConfig, *, split: bool = True) -> CheckedVictim:
+def check_attack(
+    cfg: AttackConfig, *, split: bool = True, victim: CheckedVictim | None = None
+) -> CheckedVictim:
     """Everything :func:`splitleak.experiment.run_attack` needs, checked up front.
 
-    ``split=False`` skips ``cfg.split`` (studies that sweep every split point).
+    ``split=False`` skips ``cfg.split`` (studies that sweep every split point); ``victim``
+    is the result of :func:`check_victim` when the caller has it already (a study checks
+    one victim for several attacks).
     """
     from splitleak.attacks.factory import attack_settings
     from splitleak.attacks.registry import get_attack
 
-    victim = check_victim(cfg.victim)
+    victim = victim or check_victim(cfg.victim)
     if split:
         check_split(victim, cfg.split)
     entry = get_attack(cfg.attack)

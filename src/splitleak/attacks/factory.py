@@ -123,7 +123,7 @@ def _preset(
     return presets.resolve(cfg.profile, architecture=architecture, split=cfg.split, attack=name)
 
 
-def inversion_settings(cfg: AttackConfig, *, architecture: str, table: str) -> dict[str, Any]:
+def inversion_settings(cfg: AttackConfig, *, architecture: str) -> dict[str, Any]:
     """rMLE settings alone (kept for callers that only estimate costs)."""
     return attack_settings(cfg, architecture=architecture).get("inversion", {})
 

@@ -51,8 +51,7 @@ def estimate_costs(
             )
             step_cost[(cell.split, a.n_eval)] = _time(_backward(edge, x))
         step = step_cost[(cell.split, a.n_eval)]
-        table = ""  # the attack's own presets table (from the registry)
-        steps = inversion_settings(a, architecture="", table=table).get("steps", 0)
+        steps = inversion_settings(a, architecture="").get("steps", 0)
         samples = min(a.attacker_samples or attacker_pool, attacker_pool)
         train = samples * a.attack_epochs * per_sample
         cell.estimate_s = {"whitebox": steps * step, "inverse-network": 0.5 * train}.get(

@@ -157,7 +157,7 @@ def victim_and_base(
     """
     from splitleak.experiment import load_victim
     from splitleak.layering import resolve_attack_config
-    from splitleak.preflight import check_attack
+    from splitleak.preflight import check_attack, check_victim
 
     flags = {
         **victim_flags(model, dataset, data_dir, download, checkpoint, epochs),
@@ -169,8 +169,9 @@ def victim_and_base(
         from splitleak.attacks.factory import check_study_overrides, for_attack
 
         check_study_overrides(base.overrides, attacks)
+        checked = check_victim(base.victim)  # once, not once per attack
         for name in attacks:
-            check_attack(for_attack(base, name), split="split" in attack)
+            check_attack(for_attack(base, name), split="split" in attack, victim=checked)
     else:
         check_attack(base, split="split" in attack)
     resolved = base.compute.resolve()

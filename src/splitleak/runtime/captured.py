@@ -17,7 +17,6 @@ the edge declared on the wire; an ``adaptive`` attacker knows them, as in ``run_
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,11 @@ import torch
 from safetensors.torch import save as safetensors_save
 
 from splitleak.attacks.base import Reconstruction
-from splitleak.attacks.factory import build_attack
-from splitleak.attacks.registry import get_attack
 from splitleak.compute import Compute
 from splitleak.config import AttackConfig
 from splitleak.data import load_dataset
 from splitleak.errors import SplitleakError
-from splitleak.experiment import (
-    attack_cache,
-    attacker_samples,
-    deploy_defenses,
-    load_victim,
-    make_access,
-)
+from splitleak.experiment import deploy_defenses, fit_and_reconstruct, load_victim
 from splitleak.metrics import PSNR_CAP, image_metrics, summarize
 from splitleak.models import split_model
 from splitleak.models.zoo import default_dataset, resolve_architecture
@@ -159,33 +150,17 @@ def _attack(
     deployment = deploy_defenses(
         victim, split=cfg.split, defenses=deployed, seed=cfg.seed, cache_dir=cfg.victim.cache_dir
     )
-    z = loaded.z
-    access = make_access(  # 4
-        get_attack(cfg.attack).threat_model,
-        deployment.parts,
-        victim.inputs,
-        tuple(z.shape[1:]),
-        budget=cfg.query_budget,
-        edge=deployment.defended.reseed(cfg.seed + 1) if cfg.adaptive else None,
-        tail_defenses=tuple(deployment.defenses) if cfg.adaptive else (),
-    )
     known = ref.indices if ref is not None and ref.indices is not None else torch.empty(0)
-    data = attacker_samples(cfg, victim=victim, eval_indices=known.long())  # 5
-    attack = build_attack(
-        cfg,
-        architecture=victim.architecture.name,
-        structure=victim.architecture.build,
-        image_shape=victim.test.shape,
-        feature_shape=tuple(z.shape[1:]),
+    fitted = fit_and_reconstruct(  # 4-7: access, attacker data, fit, reconstruct
+        cfg.model_copy(update={"defenses": deployed}),  # the cache is keyed by what was deployed
+        victim,
+        deployment,
+        loaded.z,
+        eval_indices=known.long(),
         progress=progress,
-        cache=attack_cache(cfg.model_copy(update={"defenses": deployed}), victim),
         compute=compute,
     )
-    started = time.perf_counter()
-    attack.fit(access, data)  # 6
-    fitted = time.perf_counter()
-    rec = attack.reconstruct(z)  # 7
-    done = time.perf_counter()
+    attack, access, data, rec = fitted.attack, fitted.access, fitted.data, fitted.reconstruction
     summary, per_image = _scores(rec, ref)  # 8
     return CapturedRun(
         config=cfg,
@@ -194,7 +169,7 @@ def _attack(
         reference=ref,
         summary=summary,
         per_image=per_image,
-        timings={"fit_s": round(fitted - started, 3), "reconstruct_s": round(done - fitted, 3)},
+        timings=fitted.timings,
         queries_used=access.queries_used,
         provenance={
             "seed": cfg.seed,
