@@ -20,7 +20,15 @@ import pytest
 
 from splitleak.attacks.factory import for_attack
 from splitleak.audit import AuditConfig, run_audit
-from splitleak.cells import accuracy_spec, attack_spec, cell_numbers, compute_cell, parse_cell
+from splitleak.cells import (
+    AttackCell,
+    VictimId,
+    accuracy_spec,
+    attack_spec,
+    cell_numbers,
+    compute_cell,
+    parse_cell,
+)
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.executor import (
     ProcessesExecutor,
@@ -30,6 +38,7 @@ from splitleak.executor import (
     submit_cells,
 )
 from splitleak.executor.base import ExecutorError
+from splitleak.executor.submit import plan_tasks
 from splitleak.store import ResultStore
 
 # The session victim's settings (conftest.VICTIM): its checkpoint is reused.
@@ -167,6 +176,11 @@ def test_processes_audit_stores_the_serial_numbers(
     out = _audit_with(ProcessesExecutor(workers=2), tmp_path, isolated_cache, monkeypatch)
     serial, parallel = _stored(smoke_serial), _stored(out)
     assert len(serial) >= 8 and serial == parallel  # every PSNR/SSIM, accuracy, query count
+    # Scored by the driver (the workers deferred it) exactly as the serial cells scored
+    # themselves: same evaluator, same measures.
+    scored = _recognisability(out)
+    assert scored and all(r and "evaluator_accuracy" in r for r in scored.values())
+    assert scored == _recognisability(smoke_serial)
     runners = {json.loads(p.read_text())["runner"]["executor"] for p in out.glob("cells/*.json")}
     assert runners == {"processes"}
     assert (out / "report.html").is_file()
@@ -201,6 +215,32 @@ class CountingStore(ResultStore):
     def put_bytes(self, key: str, record: dict[str, Any], tensors: bytes | None) -> None:
         self.writes[key] = self.writes.get(key, 0) + 1
         super().put_bytes(key, record, tensors)
+
+
+def test_attack_cells_wait_only_for_a_model_they_share_and_workers_defer_scoring(
+    mnist_victim,
+):
+    specs = _grid(mnist_victim)
+    tasks = plan_tasks(specs, {VictimId.of(mnist_victim): "ref"}, defer_scoring=True)
+    assert [t.key for t in tasks] == [s.key for s in specs]
+    # The evaluator holds nobody back: only the cell that reuses the decoder waits, for the
+    # cell that trains it.
+    assert [t.deps for t in tasks] == [(), (), (), (), (specs[3].key,)]
+    deferred = [t.payload["defer_scoring"] for t in tasks]
+    assert deferred == [isinstance(s, AttackCell) for s in specs]
+    assert not any(
+        t.payload["defer_scoring"] for t in plan_tasks(specs, {VictimId.of(mnist_victim): "ref"})
+    )
+
+
+def _recognisability(store_dir: Path) -> dict[str, Any]:
+    """The recognisability measures of every attack cell of a store, by key."""
+    out = {}
+    for path in sorted((store_dir / "cells").glob("*.json")):
+        record = json.loads(path.read_text())
+        if record["kind"] == "attack":
+            out[path.stem] = record["provenance"]["recognisability"]
+    return out
 
 
 @pytest.fixture(scope="module")

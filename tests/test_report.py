@@ -23,6 +23,7 @@ SECTIONS = {
     "split-sweep": "Split sweep",
     "defenses": "Defenses",
     "planner": "Planner",
+    "joint-plan": "Split and defense",
     "warnings": "Warnings",
     "configuration": "Configuration",
 }
@@ -71,8 +72,9 @@ def test_report_has_every_section_with_its_heading(audit):
 def test_report_is_self_contained(audit):
     page = audit["html"].decode()
     images = re.findall(r"<img\b[^>]*>", page)
-    # 2 attack grids, the split sweep, the naive trade-off chart, 1 defense grid, the planner.
-    assert len(images) == 6
+    # 2 attack grids, the split sweep, the naive trade-off chart, 1 defense grid, the planner,
+    # the joint planner's front.
+    assert len(images) == 7
     for img in images:
         assert re.search(r'\ssrc="data:image/png;base64,[A-Za-z0-9+/=]+"', img), img[:80]
     for bad in (
@@ -127,6 +129,38 @@ def test_results_json_holds_the_assembled_numbers_and_wellformed_warnings(audit)
         assert "\n" not in w["message"] and w["message"]
         assert w["cells"] and set(w["cells"]) <= keys
         assert w["message"] in audit["html"].decode()
+
+
+def test_joint_plan_is_the_brute_force_choice_over_the_stored_cells(audit):
+    results = _strict_json(audit["json"])
+    plan = results["joint_plan"]
+    accuracy = {(a["split"], tuple(a["defenses"])): a["mean"] for a in results["accuracy"]}
+    worst: dict[tuple[str, tuple[str, ...]], float] = {}
+    for a in results["attacks"]:
+        config = (a["split"], tuple(a["defenses"] or ()))
+        worst[config] = max(worst.get(config, -1.0), a["ssim"])
+    expected = {c: (accuracy[c], worst[c]) for c in worst if c in accuracy}
+    rows = {(r["split"], tuple(r["defenses"])): (r["accuracy"], r["leakage"]) for r in plan["rows"]}
+    assert rows == expected and any(d for _, d in rows)  # defended rows are in the plan
+    # No limits: the recommendation is the least leaky configuration of all.
+    best = min(expected, key=lambda c: expected[c][1])
+    assert (plan["recommended"]["split"], tuple(plan["recommended"]["defenses"])) == best
+    page = audit["html"].decode()
+    assert "splitleak edge --from-plan DIR" in page and "joint-front.png" in page
+
+
+def test_edge_from_plan_reads_the_audit_joint_plan_and_a_plan_defenses_file(audit, tmp_path):
+    from splitleak.runtime.planning import recommended_configuration
+
+    chosen = _strict_json(audit["json"])["joint_plan"]["recommended"]
+    picked = recommended_configuration(audit["dir"])
+    assert (picked.split, list(picked.defenses)) == (chosen["split"], chosen["defenses"])
+    (tmp_path / "plan.json").write_text(json.dumps({
+        "kind": "joint-plan", "rows": [{}],
+        "recommended": {"split": "pool2", "defenses": ["dropout:features:0.5"]},
+    }))  # fmt: skip
+    picked = recommended_configuration(tmp_path)
+    assert (picked.split, picked.defenses) == ("pool2", ("dropout:features:0.5",))
 
 
 @pytest.mark.parametrize("kind", ["attack", "accuracy"])
@@ -200,7 +234,12 @@ def clean_results() -> dict[str, Any]:
         _attack("shadow", "shadow", ssim=0.55, psnr=12.0),
         _attack("naive", "whitebox", section="defenses", defenses=[DEFENSE], ssim=0.30, draws=2),
         _attack(
-            "aware", "whitebox", section="defenses", defenses=[DEFENSE], ssim=0.33, adaptive=True,
+            "aware",
+            "whitebox",
+            section="defenses",
+            defenses=[DEFENSE],
+            ssim=0.33,
+            adaptive=True,
             draws=2,
         ),
     ]

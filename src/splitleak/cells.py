@@ -110,13 +110,11 @@ class AttackCell(Strict):
         every setting that may reach the model's cache key (a superset only costs
         parallelism, never a second training).
         """
+        # The recognisability evaluator, trained once per dataset, is not among them: the
+        # driver trains it while the workers attack (see splitleak.executor.submit).
         trained = _trained_defenses(self.victim_id, self.attack.split, self.attack)
         learned = self._learned_module()
-        # Every attack scores its reconstructions with models trained once per dataset and
-        # cached on first use (the recognisability evaluator): the first attack cell on a
-        # dataset trains them, the others wait for it.
-        per_data = f"per-data-{stable_hash({'data': self.victim_id.data})}"
-        return tuple(g for g in (per_data, trained, learned) if g is not None)
+        return tuple(g for g in (trained, learned) if g is not None)
 
     def _learned_module(self) -> str | None:
         name = self.attack.attack
@@ -291,6 +289,17 @@ class CellOutput:
     key: str
     record: dict[str, Any]
     tensors: bytes | None
+    unscored: Unscored | None = None
+
+
+@dataclass(frozen=True)
+class Unscored:
+    """What the driver needs to add the recognisability measures to a cell computed with
+    ``defer_scoring``: the float reconstructions, their originals and their labels."""
+
+    images: torch.Tensor
+    reference: torch.Tensor
+    labels: torch.Tensor
 
 
 def seed_everything(seed: int) -> None:
@@ -325,8 +334,10 @@ def compute_cell(payload: dict[str, Any]) -> CellOutput:
     """Compute one cell (the worker function of every executor).
 
     Args:
-        payload: ``cell`` (the spec's JSON), ``victim`` (a :func:`victim_ref`) and
-            ``progress`` (show training bars; the serial executor only).
+        payload: ``cell`` (the spec's JSON), ``victim`` (a :func:`victim_ref`),
+            ``progress`` (show training bars; the serial executor only) and
+            ``defer_scoring`` (leave the recognisability measures to the driver, which
+            trains their evaluator while the workers attack: see :class:`Unscored`).
 
     Shapes: the stored tensors ``x_hat`` (reconstructions) and ``x`` (originals) are
     (N, C, H, W) uint8 pixels.
@@ -350,9 +361,11 @@ def compute_cell(payload: dict[str, Any]) -> CellOutput:
         }
         return CellOutput(spec.key, record, None)
     compute = replace(spec.attack.compute.resolve(), threads=threads)
+    defer = bool(payload.get("defer_scoring"))
     run = run_attack(
-        spec.attack, victim=victim, progress=bool(payload.get("progress")), compute=compute
-    )
+        spec.attack, victim=victim, progress=bool(payload.get("progress")), compute=compute,
+        score=not defer,
+    )  # fmt: skip
     record = {
         **_common(spec, started, compute),
         "config": spec.attack.model_dump(mode="json"),
@@ -363,7 +376,32 @@ def compute_cell(payload: dict[str, Any]) -> CellOutput:
         "provenance": run.provenance,
     }
     tensors = save({"x_hat": _to_uint8(run.reconstruction.images), "x": _to_uint8(run.reference)})
-    return CellOutput(spec.key, record, tensors)
+    unscored = None
+    if defer:
+        labels = victim.test.labels[torch.tensor(run.per_image["index"], dtype=torch.long)]
+        unscored = Unscored(run.reconstruction.images.detach(), run.reference, labels)
+    return CellOutput(spec.key, record, tensors, unscored)
+
+
+def score_cell(output: CellOutput, victim: Victim, cache_dir: Path | None) -> CellOutput:
+    """``output`` with the recognisability measures its worker left out (see
+    :class:`Unscored`); unchanged if it has them."""
+    from splitleak.experiment import recognisability_record
+
+    if output.unscored is None:
+        return output
+    u = output.unscored
+    measures = recognisability_record(victim, u.images, u.reference, u.labels, cache_dir=cache_dir)
+    provenance = {**output.record["provenance"], "recognisability": measures}
+    return CellOutput(output.key, {**output.record, "provenance": provenance}, output.tensors)
+
+
+def train_evaluator(victim: Victim, cache_dir: Path | None) -> None:
+    """Train (or find in the cache) the recognisability evaluator of ``victim``'s dataset."""
+    from splitleak.experiment import evaluator_cache
+    from splitleak.recognisability import evaluator_for
+
+    evaluator_for(victim.train, cache_dir=evaluator_cache(cache_dir))
 
 
 def train_victim(payload: dict[str, Any]) -> dict[str, Any]:

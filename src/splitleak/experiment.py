@@ -322,16 +322,22 @@ def run_attack(
     victim: Victim | None = None,
     progress: bool = True,
     compute: Compute | None = None,
+    score: bool = True,
 ) -> AttackRun:
     """Run one attack end to end and (if ``out``) write its run directory.
 
     ``compute`` defaults to ``cfg.compute`` resolved on this machine. The global random
-    state is left as it was: every random choice derives from ``cfg.seed``.
+    state is left as it was: every random choice derives from ``cfg.seed``. With
+    ``score=False`` the recognisability measures are left out (``None`` in the provenance):
+    an executor's driver computes them later with :func:`recognisability_record`, so that
+    workers need not wait for the evaluator to be trained.
     """
     compute = compute or cfg.compute.resolve()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return _run_attack(cfg, out=out, victim=victim, progress=progress, compute=compute)
+        return _run_attack(
+            cfg, out=out, victim=victim, progress=progress, compute=compute, score=score
+        )
 
 
 @dataclass
@@ -398,6 +404,7 @@ def _run_attack(
     victim: Victim | None,
     progress: bool,
     compute: Compute,
+    score: bool = True,
 ) -> AttackRun:
     victim = victim or load_victim(cfg.victim, progress=progress, compute=compute)  # 1
     eval_idx = evaluation_indices(
@@ -453,7 +460,9 @@ def _run_attack(
                 pixels,
                 victim.test.labels[eval_idx],
                 cache_dir=cfg.victim.cache_dir,
-            ),
+            )
+            if score
+            else None,
             "defense_training": deployment.training,
             "reconstruction_info": {k: v for k, v in rec.info.items() if k != "objective_trace"},
         },
@@ -486,8 +495,14 @@ def recognisability_record(
     """
     from splitleak.recognisability import score_run
 
-    root = cache_dir or default_cache_dir()
-    return score_run(images, reference, labels, train=victim.train, cache_dir=root / "evaluators")
+    return score_run(
+        images, reference, labels, train=victim.train, cache_dir=evaluator_cache(cache_dir)
+    )
+
+
+def evaluator_cache(cache_dir: Path | None = None) -> Path:
+    """Where the recognisability evaluators live: ``evaluators/`` of the model cache."""
+    return (cache_dir or default_cache_dir()) / "evaluators"
 
 
 def write_attack_run(dest: Path, run: AttackRun) -> Path:

@@ -364,13 +364,15 @@ def run_joint_plan(
         "draws": draws,
         "feature_dtype": str(feature_dtype).removeprefix("torch."),
     }
-    write_json(out / "plan.json", plan_record(result, **context))
-    plot_front(result, out / "front.png")
+    record = plan_record(result, **context)
+    write_json(out / "plan.json", record)
+    plot_front(record, out / "front.png")
     return result
 
 
-def plot_front(result: JointPlan, dest: Path) -> Path:
-    """Accuracy against worst-case leakage: every configuration, the front, the pick."""
+def plot_front(record: dict[str, Any], dest: Path) -> Path:
+    """Accuracy against worst-case leakage from a :func:`plan_record`: every configuration,
+    the Pareto front by split point, the recommendation and the limits."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -378,22 +380,25 @@ def plot_front(result: JointPlan, dest: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
 
-    def xy(rows: list[JointRow]) -> tuple[list[float], list[float]]:
-        known = [r for r in rows if r.accuracy is not None and r.leakage is not None]
-        return [float(r.accuracy or 0) for r in known], [float(r.leakage or 0) for r in known]
+    def xy(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+        known = [r for r in rows if r["accuracy"] is not None and r["leakage"] is not None]
+        return [float(r["accuracy"]) for r in known], [float(r["leakage"]) for r in known]
 
-    ax.scatter(*xy(result.rows), c="0.75", s=14, label="configuration")
-    for split in dict.fromkeys(r.split for r in result.pareto):
-        pts = [r for r in result.pareto if r.split == split]
-        ax.scatter(*xy(pts), s=30, label=f"front: {split}")
-    row = result.recommendation.row
-    if isinstance(row, JointRow):
-        ax.scatter(*xy([row]), marker="*", s=220, c="k", label="recommended")
-    limits = result.constraints
-    if limits.max_leakage is not None:
-        ax.axhline(limits.max_leakage, ls="--", c="r", lw=0.8)
-    if limits.min_accuracy is not None:
-        ax.axvline(limits.min_accuracy, ls="--", c="r", lw=0.8)
+    rows = record["rows"]
+    ax.scatter(*xy(rows), c="0.75", s=14, label="configuration")
+    front = [r for r in rows if r["pareto"]]
+    for split in dict.fromkeys(r["split"] for r in front):
+        ax.scatter(*xy([r for r in front if r["split"] == split]), s=30, label=f"front: {split}")
+    chosen = record.get("recommended")
+    if chosen:
+        picked = [r for r in rows if r["split"] == chosen["split"]
+                  and r["defenses"] == chosen["defenses"]]  # fmt: skip
+        ax.scatter(*xy(picked), marker="*", s=220, c="k", label="recommended")
+    limits = record.get("constraints") or {}
+    if limits.get("max_leakage") is not None:
+        ax.axhline(limits["max_leakage"], ls="--", c="r", lw=0.8)
+    if limits.get("min_accuracy") is not None:
+        ax.axvline(limits["min_accuracy"], ls="--", c="r", lw=0.8)
     ax.set_xlabel("test accuracy")
     ax.set_ylabel("worst-case leakage (SSIM)")
     ax.legend(fontsize=7, loc="best")

@@ -8,12 +8,22 @@ Cells that train or reuse the same decoder, shadow or trained defense
 (:meth:`AttackCell.shared_models`)
 are chained — the first trains it, the others wait and read it — so no two workers ever
 train the same model.
+
+The recognisability evaluator (one per dataset) is the exception: every attack cell needs
+it, but only to score its reconstructions at the very end. Rather than hold every cell back
+until one task has trained it, a parallel executor's workers leave the scoring out
+(``defer_scoring``) and the driver trains the evaluator in a thread of its own while they
+attack, then scores each cell as it arrives (:func:`splitleak.cells.score_cell`), before
+storing it. The numbers are those of a serial run, which scores inside each cell.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from splitleak.cells import (
     AccuracyCell,
@@ -21,7 +31,10 @@ from splitleak.cells import (
     CellOutput,
     VictimId,
     register_victim,
+    score_cell,
+    train_evaluator,
 )
+from splitleak.compute import using_threads
 from splitleak.config import VictimConfig
 from splitleak.errors import SplitleakError
 from splitleak.executor.artifacts import install, pack_folder
@@ -77,8 +90,12 @@ def plan_tasks(
     function: str = CELL_FUNCTION,
     progress: bool = False,
     estimates: Mapping[str, float] | None = None,
+    defer_scoring: bool = False,
 ) -> list[Task]:
-    """One task per cell; a cell that reuses another's learned model depends on it."""
+    """One task per cell; a cell that reuses another's learned model depends on it.
+
+    ``defer_scoring``: the workers leave the recognisability measures to the driver.
+    """
     producers: dict[str, str] = {}
     tasks = []
     for spec in cells:
@@ -94,6 +111,7 @@ def plan_tasks(
             "cell": spec.model_dump(mode="json"),
             "victim": victim_refs[spec.victim_id],
             "progress": progress,
+            "defer_scoring": defer_scoring and isinstance(spec, AttackCell),
         }
         estimate = (estimates or {}).get(spec.key, 0.0)
         tasks.append(Task(spec.key, function, payload, deps, spec.label, estimate))
@@ -137,24 +155,36 @@ def submit_cells(
         return outcome
     owned = executor is None
     ex = executor if executor is not None else SerialExecutor()
+    victims = list(victims)
+    scorer = None if isinstance(ex, SerialExecutor) else _Scorer(victims, pending, ex.threads)
     try:
         refs = _victim_refs(victims, ex)
         tasks = plan_tasks(
             pending, refs, function=function, progress=progress and ex.name == "serial",
-            estimates=estimates,
+            estimates=estimates, defer_scoring=scorer is not None,
         )  # fmt: skip
+        by_key = {s.key: s for s in pending}
+
+        def put(key: str, out: CellOutput, reply: Reply) -> None:
+            runner = {"executor": ex.name, "host": reply.host}
+            store.put_bytes(key, {**out.record, "runner": runner}, out.tensors)
+            if mirror is not None:
+                store.link(key, mirror)
+            outcome.computed.append(key)
+            if on_done is not None:
+                on_done(key)
 
         def stored(task: Task, reply: Reply) -> None:
-            out: CellOutput = reply.value
-            runner = {"executor": ex.name, "host": reply.host}
-            store.put_bytes(task.key, {**out.record, "runner": runner}, out.tensors)
-            if mirror is not None:
-                store.link(task.key, mirror)
             if reply.artifacts:  # the driver's own model cache gets every shipped model
                 install(default_cache_dir(), reply.artifacts)
-            outcome.computed.append(task.key)
-            if on_done is not None:
-                on_done(task.key)
+            if scorer is None:
+                put(task.key, reply.value, reply)
+                return
+            # Never block the scheduling loop on the evaluator: a cell that arrives before
+            # it is trained waits in the scorer's backlog, and the loop starts the next task.
+            scorer.add(task.key, by_key[task.key], reply)
+            for key, out, original in scorer.scored():
+                put(key, out, original)
 
         report = ex.run(
             tasks,
@@ -162,11 +192,81 @@ def submit_cells(
             on_result=stored,
             on_failure=(lambda t, why: on_failed(t.key, why)) if on_failed is not None else None,
         )
+        for key, out, original in scorer.scored(wait=True) if scorer is not None else ():
+            put(key, out, original)
     finally:
+        if scorer is not None:
+            scorer.close()
         if owned:
             ex.close()
     outcome.failed = dict(report.failed)
     return outcome
+
+
+class _Scorer:
+    """The driver's side of deferred scoring: evaluators trained in a thread, cells scored.
+
+    Every dataset among the pending attack cells gets its evaluator trained (or read from
+    the cache) in one background thread, with the executor's thread count per task, so the
+    weights are those a worker or a serial run would train. Computed cells wait in a backlog
+    (:meth:`add`) until their evaluator is ready (:meth:`scored`), so that the driver keeps
+    starting tasks meanwhile; a cell in the backlog is, like a running one, not yet stored.
+    """
+
+    def __init__(self, victims: list[Victim], pending: Sequence[Spec], threads: int | None):
+        self.victims = {VictimId.of(v): v for v in victims}
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitleak-evaluator")
+        self._ready: dict[str | None, Future[None]] = {}
+        self._backlog: list[tuple[str, Spec, Reply]] = []
+        for spec in pending:
+            if isinstance(spec, AttackCell) and spec.victim_id.data not in self._ready:
+                victim = self.victims[spec.victim_id]
+                cache = spec.victim.cache_dir
+                self._ready[spec.victim_id.data] = self._pool.submit(self._train, victim, cache)
+
+    def _threads(self) -> contextlib.AbstractContextManager[object]:
+        return using_threads(self.threads) if self.threads else contextlib.nullcontext()
+
+    def _train(self, victim: Victim, cache_dir: Path | None) -> None:
+        with self._threads():
+            train_evaluator(victim, cache_dir)
+
+    def add(self, key: str, spec: Spec, reply: Reply) -> None:
+        """A computed cell, to be scored once its evaluator is ready."""
+        self._backlog.append((key, spec, reply))
+
+    def scored(self, *, wait: bool = False) -> list[tuple[str, CellOutput, Reply]]:
+        """The cells of the backlog whose evaluator is ready (``wait``: all), scored.
+
+        Raises:
+            SplitleakError: an evaluator could not be trained.
+        """
+        done: list[tuple[str, CellOutput, Reply]] = []
+        left: list[tuple[str, Spec, Reply]] = []
+        for key, spec, reply in self._backlog:
+            out: CellOutput = reply.value
+            if out.unscored is None or not isinstance(spec, AttackCell):
+                done.append((key, out, reply))
+                continue
+            ready = self._ready[spec.victim_id.data]
+            if not (wait or ready.done()):
+                left.append((key, spec, reply))
+                continue
+            try:
+                ready.result()
+            except Exception as err:
+                raise SplitleakError(
+                    f"the recognisability evaluator could not be trained: {err}"
+                ) from err
+            with self._threads():
+                out = score_cell(out, self.victims[spec.victim_id], spec.victim.cache_dir)
+            done.append((key, out, reply))
+        self._backlog = left
+        return done
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _victim_refs(victims: Iterable[Victim], executor: Executor) -> dict[VictimId, str]:

@@ -87,6 +87,12 @@ _TEXT = {  # prose of the page; {placeholders} are filled per audit
     "pareto": "★: the Pareto front (no other split point has at once fewer edge MACs and bytes, "
     "lower leakage and higher accuracy); highlighted: the recommendation. Leakage: the worst "
     "SSIM over the attacks at the split point.",
+    "joint": "Every attacked split point without a defense (leakage: the worst SSIM of every "
+    "attack there) and every defense level measured at the defense split (the worst of the "
+    "defense attacks, naive and defense-aware), with the test accuracy under it. ★: the Pareto "
+    "front over accuracy, leakage, edge MACs, edge parameter memory and bytes sent; "
+    "highlighted: the recommendation (lowest leakage among the configurations that meet the "
+    "limits). A defended row is only as strong as the defense attacks of the budget.",
 }
 
 
@@ -354,6 +360,50 @@ def _planner(results: Row, figures: Path) -> str:
     )
 
 
+def _joint_planner(results: Row, figures: Path) -> str:
+    """Split point and defense together: the recommendation, the front and every row."""
+    from splitleak.joint_planner import plot_front
+
+    plan = results["joint_plan"]
+    if not plan["rows"]:
+        return _tag("p", f"No joint plan: {plan['reason']}.")
+    chosen = plan.get("recommended")
+    text = f"{chosen['split']} + {', '.join(chosen['defenses']) or 'no defense'}" if chosen else ""
+    rows = sorted(plan["rows"], key=lambda r: (not r["pareto"], -r["accuracy"], r["leakage"]))
+    shown = [
+        r
+        | {
+            "configuration": ", ".join(r["defenses"]) or "none",
+            "front": "★" if r["pareto"] else "",
+            "worst": "{attack}{aware}".format(
+                attack=r["worst_attack"]["attack"], aware=" (aware)" * r["worst_attack"]["aware"]
+            ),
+            "feasible_text": "yes" if r["feasible"] else "no",
+        }
+        for r in rows
+    ]
+    highlight = next(
+        (i for i, r in enumerate(rows)
+         if chosen and r["split"] == chosen["split"] and r["defenses"] == chosen["defenses"]),
+        -1,
+    )  # fmt: skip
+    columns = (
+        "front=front|split=split|defense=configuration|accuracy=accuracy:4|"
+        "worst-case SSIM=leakage:3|worst attack=worst|edge MACs=edge_macs|"
+        "bytes sent=feature_bytes|meets the limits=feasible_text"
+    )
+    path = plot_front(plan, figures / "joint-front.png")
+    deploy = "splitleak edge --from-plan DIR (DIR: this report's folder) deploys it."
+    return (
+        f"<p><strong>Recommendation:</strong> {_esc(text or 'none')} — "
+        f"{_esc(plan['reason'])}</p>"
+        + (_tag("p", deploy, "muted") if chosen else "")
+        + _tag("p", _TEXT["joint"], "muted")
+        + _table(columns, shown, highlight)
+        + _figure(path, "accuracy against worst-case leakage (figures/joint-front.png)")
+    )
+
+
 def _warnings(results: Row) -> str:
     if not results["warnings"]:
         return _tag("p", "No check fired.", "ok")
@@ -389,6 +439,7 @@ def render_report(directory: Path) -> Path:
         "split-sweep": ("Split sweep", _split_sweep(results, figures)),
         "defenses": ("Defenses", _defenses(results, store, figures)),
         "planner": ("Planner", _planner(results, figures)),
+        "joint-plan": ("Split and defense", _joint_planner(results, figures)),
         "warnings": ("Warnings", _warnings(results)),
         "configuration": ("Configuration", _configuration(results)),
     }

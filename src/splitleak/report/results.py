@@ -88,6 +88,7 @@ def assemble(directory: Path) -> dict[str, Any]:
         "accuracy": [{"split": s, "defenses": list(d), **v} for (s, d), v in accuracy.items()],
         "splits": _split_verdicts(attacks, manifest),
         "plan": _plan(attacks, accuracy, manifest),
+        "joint_plan": _joint_plan(attacks, accuracy, manifest),
         "published_accuracy": ACCURACY.get(arch),
     }
 
@@ -214,26 +215,80 @@ def _split_verdicts(
     return rows
 
 
-def _plan(
-    attacks: list[dict[str, Any]], accuracy: dict[Any, Any], manifest: dict[str, Any]
-) -> dict[str, Any]:
-    costs = [
+def _costs(manifest: dict[str, Any]) -> list[SplitCost]:
+    return [
         SplitCost(**{**c, "feature_shape": tuple(c["feature_shape"])})
         for c in manifest["split_costs"]
     ]
+
+
+def _constraints(manifest: dict[str, Any]) -> Constraints:
+    cfg = manifest["config"]
+    return Constraints(
+        max_edge_macs=cfg.get("max_edge_macs"),
+        max_feature_bytes=cfg.get("max_feature_bytes"),
+        max_leakage=cfg.get("max_leakage"),
+        min_accuracy=cfg.get("min_accuracy"),
+    )
+
+
+def _plan(
+    attacks: list[dict[str, Any]], accuracy: dict[Any, Any], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    costs = _costs(manifest)
     leakage: dict[str, float] = {}
     for a in attacks:
         if a["section"] == "attacks":
             leakage[a["split"]] = max(leakage.get(a["split"], float("-inf")), a["ssim"])
     acc = {s: v["mean"] for (s, d), v in accuracy.items() if not d}
     rows = plan_rows([c for c in costs if c.split in leakage], leakage=leakage, accuracy=acc)
-    cfg = manifest["config"]
-    constraints = Constraints(
-        max_edge_macs=cfg.get("max_edge_macs"),
-        max_feature_bytes=cfg.get("max_feature_bytes"),
-        max_leakage=cfg.get("max_leakage"),
-        min_accuracy=cfg.get("min_accuracy"),
-    )
     if not rows:
         return {"rows": [], "recommended": None, "reason": "no split point was attacked yet"}
-    return plan_record(rows, constraints)
+    return plan_record(rows, _constraints(manifest))
+
+
+def _joint_plan(
+    attacks: list[dict[str, Any]], accuracy: dict[Any, Any], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """Split point and defense chosen together, from the audit's cells alone.
+
+    The configurations are every attacked split point without a defense (its leakage: the
+    worst of every attack run there) and every defense level the audit measured at its
+    defense split (the worst of the defense attacks, naive and defense-aware). Only a
+    configuration whose accuracy was measured enters, so that the planner never recommends
+    one of unknown accuracy. The record is :func:`splitleak.joint_planner.plan_record`'s,
+    which ``splitleak edge --from-plan AUDIT_DIR`` deploys.
+    """
+    from splitleak.joint_planner import JointRow, defense_param_bytes, plan
+    from splitleak.joint_planner import plan_record as joint_record
+
+    costs = {c.split: c for c in _costs(manifest)}
+    entries: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    for a in attacks:
+        if a["section"] in ("attacks", "defenses"):
+            config = (a["split"], tuple(a["defenses"] or ()))
+            entries.setdefault(config, []).append(
+                {
+                    "attack": a["attack"],
+                    "aware": bool(a["adaptive"]),
+                    "psnr": a["psnr"],
+                    "ssim": a["ssim"],
+                    "key": a["key"],
+                }
+            )
+    rows = [
+        JointRow(
+            cost=costs[split],
+            accuracy=accuracy[(split, specs)]["mean"],
+            leakage=max(e["ssim"] for e in found),
+            defenses=specs,
+            attacks=tuple(found),
+            defense_param_bytes=defense_param_bytes(specs, costs[split]),
+        )
+        for (split, specs), found in entries.items()
+        if split in costs and (split, specs) in accuracy
+    ]
+    if not rows:
+        return {"rows": [], "recommended": None, "reason": "no configuration has both "
+                "its accuracy and an attack stored yet"}  # fmt: skip
+    return joint_record(plan(rows, _constraints(manifest)), source="audit")

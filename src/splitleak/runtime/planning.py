@@ -46,22 +46,32 @@ def recommended_configuration(directory: Path) -> PlanChoice:
     Raises:
         SplitleakError: no plan.json / results.json, or the plan recommends no split.
     """
-    for name, key in (("plan.json", None), ("results.json", "plan")):
+    for name in ("plan.json", "results.json"):
         path = directory / name
         if path.is_file():
             data = _read(path)
-            plan = data.get(key) if key and isinstance(data, dict) else data
             break
     else:
         raise SplitleakError(
-            f"{directory} holds neither plan.json nor results.json; "
-            "give the --out folder of `splitleak plan` or `splitleak audit`"
+            f"{directory} holds neither plan.json nor results.json; give the --out folder "
+            "of `splitleak plan`, `splitleak plan-defenses` or `splitleak audit`"
         )
+    plan = data
+    if name == "results.json" and isinstance(data, dict):
+        # An audit: its joint plan (split and defense) where it made one, else its split plan.
+        joint = data.get("joint_plan")
+        plan = joint if isinstance(joint, dict) and joint.get("rows") else data.get("plan")
     if not isinstance(plan, dict) or not plan.get("recommended"):
         reason = plan.get("reason", "") if isinstance(plan, dict) else ""
         raise SplitleakError(f"the plan in {path} recommends no split ({reason}); relax its limits")
-    defenses = plan.get("defenses", [])
-    return PlanChoice(str(plan["recommended"]), tuple(str(d) for d in defenses), path)
+    chosen = plan["recommended"]
+    if isinstance(chosen, dict):  # a joint plan: {"split": ..., "defenses": [...]}
+        split, defenses = chosen.get("split"), chosen.get("defenses") or []
+    else:  # a split plan: the split's name
+        split, defenses = chosen, plan.get("defenses") or []
+    if not isinstance(split, str) or not isinstance(defenses, list):
+        raise SplitleakError(f"the plan in {path} has a malformed recommendation: {chosen!r}")
+    return PlanChoice(split, tuple(str(d) for d in defenses), path)
 
 
 @dataclass(frozen=True)
