@@ -114,6 +114,25 @@ def test_dry_run_prints_the_grid_without_running(tmp_path, monkeypatch, capsys):
     assert "whitebox @ conv1" in text and not (tmp_path / "d").exists()
 
 
+def test_dry_run_with_compute_flags_puts_them_in_every_attack_cell(tmp_path, monkeypatch, capsys):
+    from splitleak.config import ComputeSettings
+
+    compute = ComputeSettings(device="cpu", precision="fp32", threads=1)
+    grid = build_grid(
+        AuditConfig(budget="smoke"), load_budget("smoke"), VictimConfig(), ["conv1"], compute
+    )
+    attacks = [c.attack for c in grid if c.attack is not None]
+    assert attacks and all(a.compute == compute for a in attacks)
+    default = build_grid(
+        AuditConfig(budget="smoke"), load_budget("smoke"), VictimConfig(), ["conv1"]
+    )
+    assert all(c.attack.compute == ComputeSettings() for c in default if c.attack is not None)
+    argv = ["splitleak", *SMOKE, "--out", str(tmp_path / "d"), "--dry-run", "--precision", "fp32"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--threads", "1"])
+    cli.main()
+    assert "cells, estimated" in " ".join(capsys.readouterr().out.split())
+
+
 def test_choose_splits_spreads_over_depth_and_checks_names():
     names = [f"l{i}" for i in range(10)]
     assert choose_splits(names, "sample:2") == ["l0", "l9"]

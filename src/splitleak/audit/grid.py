@@ -14,7 +14,7 @@ from splitleak.attacks.factory import for_attack
 from splitleak.attacks.registry import get_attack
 from splitleak.audit.config import AuditConfig, Budget
 from splitleak.cells import AccuracyCell, AttackCell, attack_label
-from splitleak.config import AttackConfig, VictimConfig
+from splitleak.config import AttackConfig, ComputeSettings, VictimConfig
 from splitleak.errors import unknown_name
 from splitleak.studies import parse_family
 
@@ -74,9 +74,13 @@ def choose_splits(all_splits: list[str], spec: str | list[str]) -> list[str]:
 
 
 def build_grid(
-    cfg: AuditConfig, budget: Budget, victim_cfg: VictimConfig, all_splits: list[str]
+    cfg: AuditConfig,
+    budget: Budget,
+    victim_cfg: VictimConfig,
+    all_splits: list[str],
+    compute: ComputeSettings | None = None,
 ) -> list[Cell]:
-    """Every cell of the audit, in the order they run."""
+    """Every cell of the audit, in the order they run (``compute``: where attacks run)."""
     splits = choose_splits(all_splits, budget.splits)
     overrides = {"steps": budget.whitebox_steps} if budget.whitebox_steps else {}
     base = AttackConfig(
@@ -88,6 +92,7 @@ def build_grid(
         attack_epochs=budget.attack_epochs,
         attacker_samples=budget.attacker_samples,
         overrides=overrides,
+        compute=compute or ComputeSettings(),
     )
     cells = [Cell("accuracy", "planner", f"accuracy at {s}", s) for s in splits]
     for split in splits:

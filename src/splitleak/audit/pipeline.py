@@ -21,7 +21,7 @@ from splitleak.audit.config import AuditConfig, Budget, load_budget
 from splitleak.audit.estimate import estimate_costs
 from splitleak.audit.grid import Cell, build_grid
 from splitleak.cells import accuracy_spec, attack_spec
-from splitleak.config import TrainSettings, VictimConfig
+from splitleak.config import ComputeSettings, TrainSettings, VictimConfig
 from splitleak.errors import SplitleakError
 from splitleak.executor import Executor, provide_victim, submit_cells
 from splitleak.experiment import Victim
@@ -45,11 +45,16 @@ class AuditOutcome:
 
 
 def prepare(
-    cfg: AuditConfig, out: Path, *, budget: Budget | None = None
+    cfg: AuditConfig,
+    out: Path,
+    *,
+    budget: Budget | None = None,
+    compute: ComputeSettings | None = None,
 ) -> tuple[Budget, VictimConfig, list[Cell], torch.nn.Module, Any]:
     """Resolve the budget and the grid, and estimate each cell (no training).
 
-    ``budget`` replaces the named one (benchmarks size their own grid).
+    ``budget`` replaces the named one (benchmarks size their own grid); ``compute`` is where
+    the attacks run (default: ``auto``, see :class:`~splitleak.config.ComputeSettings`).
     """
     from splitleak.data import load_dataset
     from splitleak.models.zoo import default_dataset, resolve_architecture
@@ -66,7 +71,7 @@ def prepare(
         train=TrainSettings(epochs=budget.victim_epochs),
     )
     model = arch.build()
-    cells = build_grid(cfg, budget, victim_cfg, split_points(model))
+    cells = build_grid(cfg, budget, victim_cfg, split_points(model), compute)
     estimate_costs(cells, model, test.shape, attacker_pool=len(test), test_size=len(test))
     return budget, victim_cfg, cells, model, arch
 
@@ -131,6 +136,7 @@ def run_audit(
     executor: Executor | None = None,
     store: Path | None = None,
     budget: Budget | None = None,
+    compute: ComputeSettings | None = None,
 ) -> AuditOutcome:
     """Run every missing cell of the grid, storing each as it finishes, then the report.
 
@@ -143,11 +149,14 @@ def run_audit(
         executor: where cells run (default: serially, in this process).
         store: a shared store folder (default: the audit folder itself).
         budget: a budget object instead of the named one (benchmarks).
+        compute: where the attacks run, and — if given — where the victim is trained
+            (default: attacks on ``auto``, the victim on the CPU in fp32, so that the same
+            audit trains the same victim on every machine).
     """
     from splitleak.report.html import render_report
 
-    budget, victim_cfg, cells, _, _ = prepare(cfg, out, budget=budget)
-    victim = provide_victim(victim_cfg, executor, progress=progress is not None)
+    budget, victim_cfg, cells, _, _ = prepare(cfg, out, budget=budget, compute=compute)
+    victim = provide_victim(victim_cfg, executor, progress=progress is not None, compute=compute)
     assign_keys(cells, victim, cfg.seed, victim_config=victim_cfg)
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, cfg, budget, victim, cells)

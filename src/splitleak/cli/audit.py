@@ -21,8 +21,11 @@ from splitleak.cli.options import (
     CkptOpt,
     DataDirOpt,
     DatasetOpt,
+    DeviceOpt,
     ModelOpt,
+    PrecisionOpt,
     SeedOpt,
+    ThreadsOpt,
 )
 from splitleak.errors import SplitleakError
 
@@ -47,6 +50,9 @@ def audit_cmd(
     workers: WorkersOpt = None,
     address: AddressOpt = None,
     store: StoreOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Audit a model: split points × attacks × defenses, then the planner and an HTML report.
 
@@ -54,6 +60,7 @@ def audit_cmd(
     (with any --executor) to continue where it stopped.
     """
     from splitleak.audit import AuditConfig, check_out_dir, prepare, run_audit
+    from splitleak.config import ComputeSettings
     from splitleak.progress import CellProgress
     from splitleak.store import store_dir
 
@@ -70,8 +77,16 @@ def audit_cmd(
         min_accuracy=min_accuracy,
     )
     check_executor(executor, workers, address)
+    compute = None
+    if (device, precision, threads) != (None, None, None):
+        # Given: where the attacks run and where the victim is trained (its precision is
+        # part of its checkpoint's identity); not given: attacks on auto, victim in fp32.
+        compute = ComputeSettings(
+            device=device or "auto", precision=precision or "auto", threads=threads
+        )
+        compute.resolve().apply_threads()  # an unavailable device: one line, before any work
     if dry_run:
-        _print_grid(prepare(cfg, out)[2])
+        _print_grid(prepare(cfg, out, compute=compute)[2])
         return
     check_out_dir(out, cfg)
     cells = store_dir(store, out)
@@ -79,7 +94,9 @@ def audit_cmd(
     display = CellProgress()
     try:
         with runner:
-            outcome = run_audit(cfg, out, progress=display, executor=runner, store=cells)
+            outcome = run_audit(
+                cfg, out, progress=display, executor=runner, store=cells, compute=compute
+            )
     except KeyboardInterrupt:
         display.stop()
         err_console.print(

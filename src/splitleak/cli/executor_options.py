@@ -16,7 +16,7 @@ ExecutorOpt = Annotated[
     str,
     typer.Option(
         "--executor",
-        help=f"where cells run: {', '.join(EXECUTORS)} (ray: pip install 'splitleak[ray]')",
+        help=f"where cells run: {', '.join(EXECUTORS)} (ray: pip install 'splitleak\\[ray]')",
     ),
 ]
 WorkersOpt = Annotated[

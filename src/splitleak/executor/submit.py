@@ -35,7 +35,7 @@ from splitleak.cells import (
     train_evaluator,
 )
 from splitleak.compute import using_threads
-from splitleak.config import VictimConfig
+from splitleak.config import ComputeSettings, VictimConfig
 from splitleak.errors import SplitleakError
 from splitleak.executor.artifacts import install, pack_folder
 from splitleak.executor.base import Executor, Task
@@ -280,16 +280,26 @@ def _victim_refs(victims: Iterable[Victim], executor: Executor) -> dict[VictimId
 
 
 def provide_victim(
-    config: VictimConfig, executor: Executor | None = None, *, progress: bool = False
+    config: VictimConfig,
+    executor: Executor | None = None,
+    *,
+    progress: bool = False,
+    compute: ComputeSettings | None = None,
 ) -> Victim:
     """The victim, trained once: in this process (serial), else as a task of ``executor``.
 
-    A victim trained by a worker lands in the model cache (shipped back from another
+    ``compute``: where a victim not yet cached is trained (default: the CPU in fp32). A
+    victim trained by a worker lands in the model cache (shipped back from another
     machine), and the driver then loads it from there.
     """
     if executor is None or isinstance(executor, SerialExecutor) or config.checkpoint:
-        return load_victim(config, progress=progress)
-    payload = {"victim": config.model_dump(mode="json"), "ship": executor.ships_artifacts}
+        resolved = compute.resolve() if compute is not None else None
+        return load_victim(config, progress=progress, compute=resolved)
+    payload = {
+        "victim": config.model_dump(mode="json"),
+        "ship": executor.ships_artifacts,
+        "compute": compute.model_dump(mode="json") if compute is not None else None,
+    }
     key = f"victim-{stable_hash(payload['victim'])}"
     replies: list[Reply] = []
     report = executor.run(
@@ -301,4 +311,4 @@ def provide_victim(
     bundle = replies[0].value.get("bundle")
     if bundle:
         install(config.cache_dir or default_cache_dir(), bundle)
-    return load_victim(config, progress=False)
+    return load_victim(config, progress=False, compute=compute.resolve() if compute else None)
