@@ -10,7 +10,7 @@ the file records both summaries, the wall time of each, the speed ratio and whet
 auto mean lies inside the fp32 95 % interval (PSNR and SSIM). ``auto`` keeps rMLE in fp32
 by design (reduced precision caps it), so white-box cells must agree exactly; learned
 attacks train under bf16 autocast where the CPU has fast bf16. Then one CIFAR-10 training
-epoch (or ``--cifar-images`` of it) is timed under both precisions, and, separately, one
+epoch (or ``--cifar-images`` of it) is timed under both precisions (and those of ``--also``), and, separately, one
 MNIST victim epoch. Writes ``results/precision.json``.
 """
 
@@ -49,7 +49,7 @@ def attack_rows(victim: Any, victim_cfg: VictimConfig, args: Any) -> list[dict[s
         for split in ("conv1", "ReLU2"):
             result: dict[str, Any] = {"table": table, "attack": attack, "profile": profile,
                                       "attacker_data": data, "split": split}  # fmt: skip
-            for precision in ("fp32", "auto"):
+            for precision in ("fp32", "auto", *args.also):
                 cfg = AttackConfig(
                     victim=victim_cfg, split=split, attack=attack, profile=profile,
                     attacker_data=data or "same-distribution", protocol="random",
@@ -82,13 +82,13 @@ def attack_rows(victim: Any, victim_cfg: VictimConfig, args: Any) -> list[dict[s
 def epoch_rows(args: Any) -> list[dict[str, Any]]:
     rows = []
     for model, dataset, images in (("cifar10-net", "cifar10", args.cifar_images),
-                                   ("mnist-net", "mnist", 60000)):  # fmt: skip
+                                   ("mnist-net", "mnist", args.mnist_images)):  # fmt: skip
         arch = get_architecture(model)
         train = load_dataset(dataset, "train", root=args.data_dir)
         x = arch.normalization.normalize(train.subset(range(images)).to_float())
         y = train.labels[:images]
         row: dict[str, Any] = {"model": model, "images": images}
-        for precision in ("fp32", "auto"):
+        for precision in ("fp32", "auto", *args.also):
             compute = Compute.resolve("auto", precision, args.threads)
             torch.manual_seed(0)
             net = compute.module(arch.build())
@@ -96,7 +96,8 @@ def epoch_rows(args: Any) -> list[dict[str, Any]]:
             started = time.perf_counter()
             log = train_classifier(net, x, y, config=cfg, progress=False, compute=compute)
             seconds = time.perf_counter() - started
-            row[precision] = {"seconds": round(seconds, 1), "images_per_s": round(images / seconds),
+            row[precision] = {"seconds": round(seconds, 1),
+                              "images_per_s": round(images / seconds, 1),
                               "precision": compute.precision, "loss": log["loss"][0]}  # fmt: skip
         row["speed_ratio"] = round(row["fp32"]["seconds"] / row["auto"]["seconds"], 3)
         full = len(train) / row["auto"]["images_per_s"]
@@ -116,6 +117,13 @@ def main() -> None:
     parser.add_argument("--attacker-samples", type=int, default=None)
     parser.add_argument("--cifar-images", type=int, default=50000)
     parser.add_argument("--skip-attacks", action="store_true")
+    parser.add_argument(
+        "--also",
+        type=lambda t: [p for p in t.split(",") if p],
+        default=[],
+        help="more precisions to time the epochs under (e.g. bf16 where auto is fp32)",
+    )
+    parser.add_argument("--mnist-images", type=int, default=60000)
     args = parser.parse_args()
     started = time.perf_counter()
     Compute.resolve("auto", "auto", args.threads).apply_threads()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from splitleak.attacks.factory import for_attack
 from splitleak.audit import AuditConfig, run_audit
@@ -231,6 +232,30 @@ def test_attack_cells_wait_only_for_a_model_they_share_and_workers_defer_scoring
     assert not any(
         t.payload["defer_scoring"] for t in plan_tasks(specs, {VictimId.of(mnist_victim): "ref"})
     )
+
+
+def test_cells_whose_evaluator_fails_are_reported_and_the_others_kept(mnist_victim, monkeypatch):
+    import splitleak.executor.submit as submit
+    from splitleak.cells import CellOutput, Unscored
+    from splitleak.executor.worker import Reply
+
+    def broken(victim: Any, cache_dir: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(submit, "train_evaluator", broken)
+    specs = _grid(mnist_victim)
+    scorer = submit._Scorer([mnist_victim], specs, threads=1)
+    pixels = torch.zeros(2, 1, 28, 28)
+    for spec in specs:
+        unscored = (
+            Unscored.of(pixels, pixels, torch.zeros(2)) if isinstance(spec, AttackCell) else None
+        )
+        scorer.add(spec.key, spec, Reply(CellOutput(spec.key, {}, None, unscored), 0.0, "h", 1))
+    done, failed = scorer.scored(wait=True)
+    assert [k for k, _, _ in done] == [s.key for s in specs if not isinstance(s, AttackCell)]
+    assert [k for k, _ in failed] == [s.key for s in specs if isinstance(s, AttackCell)]
+    assert all("could not be trained: disk full" in why for _, why in failed)
+    assert scorer.scored(wait=True) == ([], [])  # nothing left behind, nothing twice
 
 
 def _recognisability(store_dir: Path) -> dict[str, Any]:

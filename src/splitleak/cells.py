@@ -295,11 +295,23 @@ class CellOutput:
 @dataclass(frozen=True)
 class Unscored:
     """What the driver needs to add the recognisability measures to a cell computed with
-    ``defer_scoring``: the float reconstructions, their originals and their labels."""
+    ``defer_scoring``: the float reconstructions, their originals and their labels, as
+    safetensors bytes (tensors sent between processes as bytes, not as shared memory).
 
-    images: torch.Tensor
-    reference: torch.Tensor
-    labels: torch.Tensor
+    Shapes: ``images`` and ``reference`` (N, C, H, W) float pixels, ``labels`` (N,).
+    """
+
+    data: bytes
+
+    @classmethod
+    def of(cls, images: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor) -> Unscored:
+        tensors = {"images": images, "reference": reference, "labels": labels}
+        return cls(save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load
+
+        return load(self.data)
 
 
 def seed_everything(seed: int) -> None:
@@ -379,7 +391,7 @@ def compute_cell(payload: dict[str, Any]) -> CellOutput:
     unscored = None
     if defer:
         labels = victim.test.labels[torch.tensor(run.per_image["index"], dtype=torch.long)]
-        unscored = Unscored(run.reconstruction.images.detach(), run.reference, labels)
+        unscored = Unscored.of(run.reconstruction.images, run.reference, labels)
     return CellOutput(spec.key, record, tensors, unscored)
 
 
@@ -390,8 +402,10 @@ def score_cell(output: CellOutput, victim: Victim, cache_dir: Path | None) -> Ce
 
     if output.unscored is None:
         return output
-    u = output.unscored
-    measures = recognisability_record(victim, u.images, u.reference, u.labels, cache_dir=cache_dir)
+    t = output.unscored.tensors()
+    measures = recognisability_record(
+        victim, t["images"], t["reference"], t["labels"], cache_dir=cache_dir
+    )
     provenance = {**output.record["provenance"], "recognisability": measures}
     return CellOutput(output.key, {**output.record, "provenance": provenance}, output.tensors)
 

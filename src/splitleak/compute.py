@@ -73,9 +73,7 @@ def resolve_device(name: DeviceName) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise DeviceError(
-            f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(

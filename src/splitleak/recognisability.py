@@ -21,6 +21,7 @@ Shapes: images, reference (N, C, H, W) in [0, 1]; labels (N,).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from splitleak.data.dataset import ImageDataset
 EVALUATOR_EPOCHS = 2
 EVALUATOR_IMAGES = 20_000  # at most this many training images (a seeded subset)
 EVALUATOR_SEED = 0
+_EVALUATOR_LOCK = threading.RLock()
 # Verdict thresholds on chance-normalised scores: (score - chance) / (perfect - chance).
 EXPOSED_SCORE, HIDDEN_EVALUATOR, HIDDEN_IDENTIFICATION = 0.5, 0.2, 0.1
 
@@ -79,7 +81,18 @@ def evaluator_for(
     max_images: int = EVALUATOR_IMAGES,
     seed: int = EVALUATOR_SEED,
 ) -> tuple[Evaluator, dict[str, Any]]:
-    """The evaluator for ``train``'s dataset, trained once and cached (safetensors + JSON)."""
+    """The evaluator for ``train``'s dataset, trained once and cached (safetensors + JSON).
+
+    Thread-safe: an executor's driver trains evaluators in a thread of its own while it
+    scores cells with others, and both seed the process-wide generator here.
+    """
+    with _EVALUATOR_LOCK:
+        return _evaluator_for(train, cache_dir, epochs, max_images, seed)
+
+
+def _evaluator_for(
+    train: ImageDataset, cache_dir: Path | None, epochs: int, max_images: int, seed: int
+) -> tuple[Evaluator, dict[str, Any]]:
     classes = len(train.classes)
     generator = torch.Generator().manual_seed(seed)
     n = min(max_images, len(train))

@@ -102,11 +102,7 @@ def for_attack(base: AttackConfig, attack: str, **update: Any) -> AttackConfig:
 def check_study_overrides(overrides: dict[str, Any], attacks: list[str]) -> None:
     """Every override must be a setting of at least one of the study's attacks."""
     for key, value in overrides.items():
-        takers = [
-            a
-            for a in attacks
-            if key in applicable_overrides({key: value}, a)
-        ]
+        takers = [a for a in attacks if key in applicable_overrides({key: value}, a)]
         if not takers:
             raise SplitleakError(
                 f"--set {key}: none of the attacks {', '.join(attacks)} has this setting"

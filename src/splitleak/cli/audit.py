@@ -78,13 +78,14 @@ def audit_cmd(
     )
     check_executor(executor, workers, address)
     compute = None
-    if (device, precision, threads) != (None, None, None):
+    if (device, precision) != (None, None):
         # Given: where the attacks run and where the victim is trained (its precision is
         # part of its checkpoint's identity); not given: attacks on auto, victim in fp32.
-        compute = ComputeSettings(
-            device=device or "auto", precision=precision or "auto", threads=threads
-        )
-        compute.resolve().apply_threads()  # an unavailable device: one line, before any work
+        compute = ComputeSettings(device=device or "auto", precision=precision or "auto")
+    # An unavailable device is one line, before any work. --threads is this process's
+    # torch threads (the serial executor's cells), not part of any cell's identity: the
+    # processes and Ray executors run one thread per cell.
+    (compute or ComputeSettings()).model_copy(update={"threads": threads}).resolve().apply_threads()
     if dry_run:
         _print_grid(prepare(cfg, out, compute=compute)[2])
         return

@@ -52,6 +52,7 @@ def __getattr__(name: str) -> Any:
         return getattr(submit, name)
     raise AttributeError(f"module 'splitleak.executor' has no attribute {name!r}")
 
+
 ExecutorName = Literal["serial", "processes", "ray"]
 EXECUTORS: tuple[str, ...] = ("serial", "processes", "ray")
 

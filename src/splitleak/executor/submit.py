@@ -20,10 +20,10 @@ storing it. The numbers are those of a serial run, which scores inside each cell
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from splitleak.cells import (
     AccuracyCell,
@@ -156,8 +156,11 @@ def submit_cells(
     owned = executor is None
     ex = executor if executor is not None else SerialExecutor()
     victims = list(victims)
-    scorer = None if isinstance(ex, SerialExecutor) else _Scorer(victims, pending, ex.threads)
+    scorer: _Scorer | None = None
+    report = None
     try:
+        if not isinstance(ex, SerialExecutor):
+            scorer = _Scorer(victims, pending, ex.threads)
         refs = _victim_refs(victims, ex)
         tasks = plan_tasks(
             pending, refs, function=function, progress=progress and ex.name == "serial",
@@ -174,6 +177,16 @@ def submit_cells(
             if on_done is not None:
                 on_done(key)
 
+        def drain(*, wait: bool) -> None:
+            assert scorer is not None
+            done, failed = scorer.scored(wait=wait)
+            for key, out, reply in done:
+                put(key, out, reply)
+            for key, why in failed:
+                outcome.failed[key] = why
+                if on_failed is not None:
+                    on_failed(key, why)
+
         def stored(task: Task, reply: Reply) -> None:
             if reply.artifacts:  # the driver's own model cache gets every shipped model
                 install(default_cache_dir(), reply.artifacts)
@@ -183,8 +196,7 @@ def submit_cells(
             # Never block the scheduling loop on the evaluator: a cell that arrives before
             # it is trained waits in the scorer's backlog, and the loop starts the next task.
             scorer.add(task.key, by_key[task.key], reply)
-            for key, out, original in scorer.scored():
-                put(key, out, original)
+            drain(wait=False)
 
         report = ex.run(
             tasks,
@@ -192,14 +204,18 @@ def submit_cells(
             on_result=stored,
             on_failure=(lambda t, why: on_failed(t.key, why)) if on_failed is not None else None,
         )
-        for key, out, original in scorer.scored(wait=True) if scorer is not None else ():
-            put(key, out, original)
-    finally:
         if scorer is not None:
-            scorer.close()
+            drain(wait=True)
+    finally:
+        if scorer is not None and report is None:  # interrupted: keep what can be scored now
+            with contextlib.suppress(Exception):
+                done, _ = scorer.scored(wait=False)
+                for key, out, reply in done:
+                    store.put_bytes(key, {**out.record, "runner": {"executor": ex.name,
+                                    "host": reply.host}}, out.tensors)  # fmt: skip
         if owned:
             ex.close()
-    outcome.failed = dict(report.failed)
+    outcome.failed.update(report.failed)
     return outcome
 
 
@@ -207,42 +223,51 @@ class _Scorer:
     """The driver's side of deferred scoring: evaluators trained in a thread, cells scored.
 
     Every dataset among the pending attack cells gets its evaluator trained (or read from
-    the cache) in one background thread, with the executor's thread count per task, so the
-    weights are those a worker or a serial run would train. Computed cells wait in a backlog
-    (:meth:`add`) until their evaluator is ready (:meth:`scored`), so that the driver keeps
-    starting tasks meanwhile; a cell in the backlog is, like a running one, not yet stored.
+    the cache) in one background daemon thread (it never holds up the end of the command),
+    with the executor's thread count per task — what its workers compute with. Computed cells
+    wait in a backlog (:meth:`add`) until their evaluator is ready (:meth:`scored`), so that
+    the driver keeps starting tasks meanwhile; a cell in the backlog is, like a running one,
+    not yet stored.
     """
 
     def __init__(self, victims: list[Victim], pending: Sequence[Spec], threads: int | None):
         self.victims = {VictimId.of(v): v for v in victims}
         self.threads = threads
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="splitleak-evaluator")
         self._ready: dict[str | None, Future[None]] = {}
         self._backlog: list[tuple[str, Spec, Reply]] = []
+        jobs = []
         for spec in pending:
             if isinstance(spec, AttackCell) and spec.victim_id.data not in self._ready:
-                victim = self.victims[spec.victim_id]
-                cache = spec.victim.cache_dir
-                self._ready[spec.victim_id.data] = self._pool.submit(self._train, victim, cache)
+                self._ready[spec.victim_id.data] = Future()
+                jobs.append((self._ready[spec.victim_id.data], spec))
+        thread = threading.Thread(
+            target=self._train_all, args=(jobs,), name="splitleak-evaluator", daemon=True
+        )
+        thread.start()
 
     def _threads(self) -> contextlib.AbstractContextManager[object]:
         return using_threads(self.threads) if self.threads else contextlib.nullcontext()
 
-    def _train(self, victim: Victim, cache_dir: Path | None) -> None:
-        with self._threads():
-            train_evaluator(victim, cache_dir)
+    def _train_all(self, jobs: list[tuple[Future[None], AttackCell]]) -> None:
+        for future, spec in jobs:
+            try:
+                with self._threads():
+                    train_evaluator(self.victims[spec.victim_id], spec.victim.cache_dir)
+                future.set_result(None)
+            except Exception as err:  # reported with the cells that need it
+                future.set_exception(err)
 
     def add(self, key: str, spec: Spec, reply: Reply) -> None:
         """A computed cell, to be scored once its evaluator is ready."""
         self._backlog.append((key, spec, reply))
 
-    def scored(self, *, wait: bool = False) -> list[tuple[str, CellOutput, Reply]]:
-        """The cells of the backlog whose evaluator is ready (``wait``: all), scored.
-
-        Raises:
-            SplitleakError: an evaluator could not be trained.
-        """
+    def scored(
+        self, *, wait: bool = False
+    ) -> tuple[list[tuple[str, CellOutput, Reply]], list[tuple[str, str]]]:
+        """The backlog's cells whose evaluator is ready (``wait``: all), scored, and the
+        cells whose evaluator could not be trained (key, reason); the rest stay."""
         done: list[tuple[str, CellOutput, Reply]] = []
+        failed: list[tuple[str, str]] = []
         left: list[tuple[str, Spec, Reply]] = []
         for key, spec, reply in self._backlog:
             out: CellOutput = reply.value
@@ -253,20 +278,15 @@ class _Scorer:
             if not (wait or ready.done()):
                 left.append((key, spec, reply))
                 continue
-            try:
-                ready.result()
-            except Exception as err:
-                raise SplitleakError(
-                    f"the recognisability evaluator could not be trained: {err}"
-                ) from err
+            if ready.exception() is not None:
+                failed.append((key, f"the recognisability evaluator could not be trained: "
+                               f"{ready.exception()}"))  # fmt: skip
+                continue
             with self._threads():
                 out = score_cell(out, self.victims[spec.victim_id], spec.victim.cache_dir)
             done.append((key, out, reply))
         self._backlog = left
-        return done
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        return done, failed
 
 
 def _victim_refs(victims: Iterable[Victim], executor: Executor) -> dict[VictimId, str]:
@@ -295,6 +315,9 @@ def provide_victim(
     if executor is None or isinstance(executor, SerialExecutor) or config.checkpoint:
         resolved = compute.resolve() if compute is not None else None
         return load_victim(config, progress=progress, compute=resolved)
+    if compute is not None:  # resolved here, so that every worker trains the same checkpoint
+        resolved = compute.resolve()
+        compute = ComputeSettings(device=str(resolved.device), precision=resolved.precision)  # type: ignore[arg-type]
     payload = {
         "victim": config.model_dump(mode="json"),
         "ship": executor.ships_artifacts,
