@@ -306,7 +306,7 @@ class Unscored:
     @classmethod
     def of(cls, images: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor) -> Unscored:
         tensors = {"images": images, "reference": reference, "labels": labels}
-        return cls(save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+        return cls(save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         from safetensors.torch import load
