@@ -15,7 +15,9 @@ bit for bit; the Ray cluster is local, bound to 127.0.0.1, without dashboard or 
 statistics, and its start-up time is reported apart from the audit's wall time.
 
 Writes ``results/executor.json``: per executor the wall time of the grid (workers already
-started; their start-up is timed apart), the speed-up over serial (with and without it) and
+started; their start-up is timed apart; with ``--repeats N`` the median of N interleaved runs,
+every run's wall beside it, and every repeat must store the same numbers), the speed-up over
+serial (with and without it) and
 whether every stored number (PSNR/SSIM per image, accuracies, query counts) and every
 reconstruction byte equals the serial run's; plus the load average before and after, since
 a busy machine caps the speed-up.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -144,18 +147,36 @@ def main() -> None:
     )
     parser.add_argument("--executors", default="serial,processes,ray")
     parser.add_argument("--keep", type=Path, default=None, help="keep the audit folders here")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each executor N times (interleaved); "
+        "walls are the median, speed-ups are ratios of medians",
+    )
     args = parser.parse_args()
     os.environ.setdefault("SPLITLEAK_PRECISION", "fp32")  # the same precision on every CPU
     started = time.perf_counter()
     names = args.executors.split(",")
     with tempfile.TemporaryDirectory(prefix="splitleak-executor-") as tmp:
         root = args.keep or Path(tmp)
-        rows, folders = [], {}
+        rows, folders, walls = [], {}, {}
         victim_models = train_victim(root, args.size)
-        for name in names:
-            rows.append(run_one(name, args, root, victim_models))
-            folders[name] = stored(root / name / "audit")
-            print(f"{name}: {rows[-1]['wall_s']} s for {rows[-1]['cells']} cells", flush=True)
+        for attempt in range(args.repeats):  # interleaved, so that drifts hit every executor
+            for name in names:
+                shutil.rmtree(root / name, ignore_errors=True)
+                row = run_one(name, args, root, victim_models)
+                mine = stored(root / name / "audit")
+                if attempt and mine != folders[name]:
+                    raise SystemExit(f"{name}: repeat {attempt + 1} stored other numbers")
+                folders[name] = mine
+                walls.setdefault(name, []).append(row["wall_s"])
+                if not attempt:
+                    rows.append(row)
+                print(f"{name}: {row['wall_s']} s for {row['cells']} cells", flush=True)
+    for row in rows:  # the median of the repeats, and every repeat's wall
+        row["wall_s_repeats"] = walls[row["executor"]]
+        row["wall_s"] = round(statistics.median(walls[row["executor"]]), 1)
     reference = folders.get("serial")
     serial_wall = next((r["wall_s"] for r in rows if r["executor"] == "serial"), None)
     for row in rows:

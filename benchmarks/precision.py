@@ -10,8 +10,8 @@ the file records both summaries, the wall time of each, the speed ratio and whet
 auto mean lies inside the fp32 95 % interval (PSNR and SSIM). ``auto`` keeps rMLE in fp32
 by design (reduced precision caps it), so white-box cells must agree exactly; learned
 attacks train under bf16 autocast where the CPU has fast bf16. Then one CIFAR-10 training
-epoch (or ``--cifar-images`` of it) is timed under both precisions (and those of ``--also``), and, separately, one
-MNIST victim epoch. Writes ``results/precision.json``.
+epoch (or ``--cifar-images`` of it) is timed under both precisions (and those of
+``--also``), and, separately, one MNIST victim epoch. Writes ``results/precision.json``.
 """
 
 from __future__ import annotations

@@ -99,6 +99,10 @@ class RayExecutor(Executor):
                         f"cannot join the Ray cluster at {self.address}: {err}; "
                         "check --address / RAY_ADDRESS (or omit it for a local cluster)"
                     ) from None
+        # Workers on other machines get the models their tasks need and return those they
+        # train; without an address the cluster runs on this machine and shares its disk
+        # (as in :meth:`context`).
+        self.ships_artifacts = self.address is not None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         super().__init__(
             workers=workers or max(cpus // threads, 1), threads=threads, max_attempts=max_attempts
