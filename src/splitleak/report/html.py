@@ -394,9 +394,10 @@ def _joint_planner(results: Row, figures: Path) -> str:
     )
     path = plot_front(plan, figures / "joint-front.png")
     deploy = "splitleak edge --from-plan DIR (DIR: this report's folder) deploys it."
+    # A recommendation's reason starts with its configuration; "none" needs saying.
+    reason = plan["reason"] if text else f"none — {plan['reason']}"
     return (
-        f"<p><strong>Recommendation:</strong> {_esc(text or 'none')} — "
-        f"{_esc(plan['reason'])}</p>"
+        f"<p><strong>Recommendation:</strong> {_esc(reason)}</p>"
         + (_tag("p", deploy, "muted") if chosen else "")
         + _tag("p", _TEXT["joint"], "muted")
         + _table(columns, shown, highlight)
