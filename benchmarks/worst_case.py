@@ -25,6 +25,8 @@ attacks, every threat model allowed), and its mean across victims.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from typing import Any
 from common import RESULTS, print_markdown
 
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
-from splitleak.experiment import Victim, load_victim, run_attack
+from splitleak.experiment import Victim, default_cache_dir, load_victim, run_attack
 from splitleak.metrics import summarize
 from splitleak.records import read_json, versions, write_json
 from splitleak.report.results import verdicts
@@ -108,6 +110,34 @@ def cell_config(args: argparse.Namespace, seed: int, split: str, variant: str) -
         attacker_samples=args.attacker_samples,
         attack_epochs=args.attack_epochs,
     )
+
+
+#: The three victims' checkpoints, committed: training the same recipe on another CPU gives
+#: other weights (fp32 reductions differ), so every machine installs these instead.
+VICTIMS = RESULTS / "worst_case_victims"
+
+
+def victim_sha(victim: Victim) -> str:
+    """The victim's weights fingerprint (sha256 of its safetensors file, 16 hex digits)."""
+    assert victim.checkpoint is not None
+    return hashlib.sha256((victim.checkpoint / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def install_victims() -> None:
+    """Copy the committed victims into the model cache, where load_victim finds them."""
+    models = default_cache_dir() / "models"
+    for folder in sorted(VICTIMS.glob("mnist-net-*")):
+        if not (models / folder.name / "model.json").is_file():
+            shutil.copytree(folder, models / folder.name, dirs_exist_ok=True)
+
+
+def keep_victim(victim: Victim) -> None:
+    """Copy a victim this run trained into the committed folder (commit it)."""
+    assert victim.checkpoint is not None
+    dest = VICTIMS / victim.checkpoint.name
+    if not dest.is_dir():
+        shutil.copytree(victim.checkpoint, dest)
+        print(f"trained a new victim; commit {dest}", flush=True)
 
 
 def victim_config(args: argparse.Namespace, seed: int) -> VictimConfig:
@@ -226,7 +256,21 @@ def main() -> None:
     if previous and previous.get("settings") != _settings(args):
         raise SystemExit(f"{args.out} holds another configuration; use another --out")
     cells: dict[str, dict[str, Any]] = dict(previous.get("cells", {}))
+    superseded: dict[str, dict[str, Any]] = dict(previous.get("superseded", {}))
     victims: dict[int, Victim] = {}
+    if not args.small:
+        install_victims()
+    for seed in seeds:  # cells of another checkpoint than this run's victim are set aside
+        if any(k.startswith(f"victim{seed}/") for k in cells):
+            victims[seed] = load_victim(victim_config(args, seed), progress=False)
+            sha = victim_sha(victims[seed])
+            for key in [k for k in cells if k.startswith(f"victim{seed}/")]:
+                if cells[key].get("victim_sha") != sha:
+                    superseded[key] = cells.pop(key)
+                    now = victims[seed].meta.get("test_accuracy")
+                    print(f"{key}: computed on another checkpoint of this victim (accuracy "
+                          f"{superseded[key]['victim_accuracy']}, this one {now}): recomputed",
+                          flush=True)  # fmt: skip
     for seed, split, variant in priority(grid):
         key = _key(seed, split, variant)
         if key in cells:
@@ -235,7 +279,10 @@ def main() -> None:
             break
         if seed not in victims:
             victims[seed] = load_victim(victim_config(args, seed), progress=False)
+            if not args.small:
+                keep_victim(victims[seed])
         cells[key] = measure(cell_config(args, seed, split, variant), victims[seed])
+        cells[key]["victim_sha"] = victim_sha(victims[seed])
         c = cells[key]
         psnr, ssim = c["summary"]["psnr"]["mean"], c["summary"]["ssim"]["mean"]
         print(
@@ -245,8 +292,8 @@ def main() -> None:
             f"{c['verdict']} ({c['decided_by']})  conv {c['converged']}  [{c['seconds']:.0f} s]",
             flush=True,
         )
-        _write(args, cells, seeds, grid, started, previous)
-    _write(args, cells, seeds, grid, started, previous)
+        _write(args, cells, seeds, grid, started, previous, superseded)
+    _write(args, cells, seeds, grid, started, previous, superseded)
     summary = summarise(cells, seeds)
     print_markdown(
         [
@@ -287,6 +334,7 @@ def _write(
     grid: list[tuple[int, str, str]],
     started: float,
     previous: dict[str, Any],
+    superseded: dict[str, dict[str, Any]],
 ) -> None:
     remaining = [_key(*c) for c in priority(grid) if _key(*c) not in cells]
     command = "python benchmarks/worst_case.py" + (" --small" if args.small else "")
@@ -302,6 +350,9 @@ def _write(
             "summary": summarise(cells, seeds),
             "remaining": remaining,
             "continue_with": command if remaining else None,
+            # Cells measured on an earlier checkpoint of a victim (trained again elsewhere),
+            # kept for the record, left out of the summary, and computed again.
+            "superseded": superseded,
         },
     )
 
