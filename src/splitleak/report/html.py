@@ -87,6 +87,10 @@ _TEXT = {  # prose of the page; {placeholders} are filled per audit
     "pareto": "★: the Pareto front (no other split point has at once fewer edge MACs and bytes, "
     "lower leakage and higher accuracy); highlighted: the recommendation. Leakage: the worst "
     "SSIM over the attacks at the split point.",
+    "no-limits": "No limits were given, so this is the least leaky configuration whatever its "
+    "accuracy: run the audit again with --min-accuracy (and --max-leakage, --max-edge-macs, "
+    "--max-bytes) into another --out folder for a recommendation you can deploy (with a "
+    "shared --store, it reuses every finished cell).",
     "joint": "Every attacked split point without a defense (leakage: the worst SSIM of every "
     "attack there) and every defense level measured at the defense split (the worst of the "
     "defense attacks, naive and defense-aware), with the test accuracy under it. ★: the Pareto "
@@ -399,6 +403,7 @@ def _joint_planner(results: Row, figures: Path) -> str:
     return (
         f"<p><strong>Recommendation:</strong> {_esc(reason)}</p>"
         + (_tag("p", deploy, "muted") if chosen else "")
+        + (_tag("p", _TEXT["no-limits"]) if not any(plan["constraints"].values()) else "")
         + _tag("p", _TEXT["joint"], "muted")
         + _table(columns, shown, highlight)
         + _figure(path, "accuracy against worst-case leakage (figures/joint-front.png)")
