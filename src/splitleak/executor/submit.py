@@ -158,6 +158,16 @@ def submit_cells(
     victims = list(victims)
     scorer: _Scorer | None = None
     report = None
+
+    def put(key: str, out: CellOutput, reply: Reply) -> None:
+        runner = {"executor": ex.name, "host": reply.host}
+        store.put_bytes(key, {**out.record, "runner": runner}, out.tensors)
+        if mirror is not None:
+            store.link(key, mirror)
+        outcome.computed.append(key)
+        if on_done is not None:
+            on_done(key)
+
     try:
         if not isinstance(ex, SerialExecutor):
             scorer = _Scorer(victims, pending, ex.threads)
@@ -167,15 +177,6 @@ def submit_cells(
             estimates=estimates, defer_scoring=scorer is not None,
         )  # fmt: skip
         by_key = {s.key: s for s in pending}
-
-        def put(key: str, out: CellOutput, reply: Reply) -> None:
-            runner = {"executor": ex.name, "host": reply.host}
-            store.put_bytes(key, {**out.record, "runner": runner}, out.tensors)
-            if mirror is not None:
-                store.link(key, mirror)
-            outcome.computed.append(key)
-            if on_done is not None:
-                on_done(key)
 
         def drain(*, wait: bool) -> None:
             assert scorer is not None
@@ -209,10 +210,8 @@ def submit_cells(
     finally:
         if scorer is not None and report is None:  # interrupted: keep what can be scored now
             with contextlib.suppress(Exception):
-                done, _ = scorer.scored(wait=False)
-                for key, out, reply in done:
-                    store.put_bytes(key, {**out.record, "runner": {"executor": ex.name,
-                                    "host": reply.host}}, out.tensors)  # fmt: skip
+                for key, out, reply in scorer.scored(wait=False)[0]:
+                    put(key, out, reply)
         if owned:
             ex.close()
     outcome.failed.update(report.failed)
@@ -312,16 +311,19 @@ def provide_victim(
     victim trained by a worker lands in the model cache (shipped back from another
     machine), and the driver then loads it from there.
     """
+    # Resolved here, once, so that a worker trains the checkpoint the driver then looks for.
+    resolved = compute.resolve() if compute is not None else None
     if executor is None or isinstance(executor, SerialExecutor) or config.checkpoint:
-        resolved = compute.resolve() if compute is not None else None
         return load_victim(config, progress=progress, compute=resolved)
-    if compute is not None:  # resolved here, so that every worker trains the same checkpoint
-        resolved = compute.resolve()
-        compute = ComputeSettings(device=str(resolved.device), precision=resolved.precision)  # type: ignore[arg-type]
+    settings = (
+        None
+        if resolved is None
+        else {"device": str(resolved.device), "precision": resolved.precision}
+    )
     payload = {
         "victim": config.model_dump(mode="json"),
         "ship": executor.ships_artifacts,
-        "compute": compute.model_dump(mode="json") if compute is not None else None,
+        "compute": settings,
     }
     key = f"victim-{stable_hash(payload['victim'])}"
     replies: list[Reply] = []
@@ -334,4 +336,4 @@ def provide_victim(
     bundle = replies[0].value.get("bundle")
     if bundle:
         install(config.cache_dir or default_cache_dir(), bundle)
-    return load_victim(config, progress=False, compute=compute.resolve() if compute else None)
+    return load_victim(config, progress=False, compute=resolved)

@@ -372,7 +372,6 @@ def _joint_planner(results: Row, figures: Path) -> str:
     if not plan["rows"]:
         return _tag("p", f"No joint plan: {plan['reason']}.")
     chosen = plan.get("recommended")
-    text = f"{chosen['split']} + {', '.join(chosen['defenses']) or 'no defense'}" if chosen else ""
     rows = sorted(plan["rows"], key=lambda r: (not r["pareto"], -r["accuracy"], r["leakage"]))
     shown = [
         r
@@ -399,7 +398,7 @@ def _joint_planner(results: Row, figures: Path) -> str:
     path = plot_front(plan, figures / "joint-front.png")
     deploy = "splitleak edge --from-plan DIR (DIR: this report's folder) deploys it."
     # A recommendation's reason starts with its configuration; "none" needs saying.
-    reason = plan["reason"] if text else f"none — {plan['reason']}"
+    reason = plan["reason"] if chosen else f"none — {plan['reason']}"
     return (
         f"<p><strong>Recommendation:</strong> {_esc(reason)}</p>"
         + (_tag("p", deploy, "muted") if chosen else "")
