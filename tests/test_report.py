@@ -21,6 +21,7 @@ SECTIONS = {
     "attacks": "Attacks",
     "grids": "Reconstructions",
     "split-sweep": "Split sweep",
+    "victims": "Across victims",
     "defenses": "Defenses",
     "planner": "Planner",
     "joint-plan": "Split and defense",

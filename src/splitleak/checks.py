@@ -80,11 +80,10 @@ def _incomplete(results: dict[str, Any]) -> list[Warning_]:
 def _blackbox_beats_whitebox(results: dict[str, Any]) -> list[Warning_]:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in _attack_rows(results):
-        groups[(row["split"], tuple(row.get("defenses") or ()), bool(row.get("adaptive")))].append(
-            row
-        )
+        ident = (row["split"], tuple(row.get("defenses") or ()), bool(row.get("adaptive")))
+        groups[(*ident, row.get("victim_seed", 0))].append(row)
     out = []
-    for (split, defenses, _), rows in groups.items():
+    for (split, defenses, _, _), rows in groups.items():
         for white in (r for r in rows if r["attack"] == "whitebox"):
             better = [
                 r

@@ -34,6 +34,9 @@ class Budget(Strict):
     defense_attacks: list[str]
     adaptive: list[bool]
     draws: int
+    # Victims trained with seeds 0..victims-1; every one past the first repeats the
+    # undefended attack grid, so that the leakage per split is a mean ± CI across victims.
+    victims: int = Field(1, ge=1)
 
 
 @cache
@@ -68,3 +71,10 @@ class AuditConfig(Strict):
     max_feature_bytes: int | None = None
     max_leakage: float | None = None
     min_accuracy: float | None = None
+    victims: int | None = Field(None, ge=1)  # None: the budget's
+
+    def victim_count(self, budget: Budget) -> int:
+        """How many victims the audit trains: one for a user checkpoint, else the budget's."""
+        if self.checkpoint is not None:
+            return 1
+        return self.victims if self.victims is not None else budget.victims

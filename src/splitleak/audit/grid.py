@@ -3,6 +3,9 @@
 The method, as the papers run it: for each chosen split point run every attack the budget
 names under each attacker-data and shadow-architecture setting; sweep the defenses at one
 split point, naive and defense-aware; measure the accuracy every split and defense costs.
+With several victims (the budget's ``victims``), each victim past the first repeats the
+undefended attacks (section ``victims``), so that each split's leakage is measured across
+victims trained with different seeds; the defenses and the planner use the first victim.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class Cell:
     """One unit of work: an attack run or a defended-accuracy measurement."""
 
     kind: str  # "attack" or "accuracy"
-    section: str  # "attacks", "defenses" or "planner"
+    section: str  # "attacks", "defenses", "planner" or "victims" (the further victims' attacks)
     label: str
     split: str
     attack: AttackConfig | None = None
@@ -33,6 +36,12 @@ class Cell:
     estimate_s: float = 0.0
     key: str = ""
     spec: AttackCell | AccuracyCell | None = None  # the cell record's spec (set by assign_keys)
+    victim_seed: int = 0  # the victim's TrainSettings.seed
+
+    @property
+    def victim(self) -> VictimConfig | None:
+        """The victim an attack cell attacks (None for accuracy cells: the first victim)."""
+        return self.attack.victim if self.attack is not None else None
 
     def describe(self) -> dict[str, Any]:
         out = {
@@ -44,6 +53,7 @@ class Cell:
             "draws": self.draws,
             "estimate_s": round(self.estimate_s, 2),
             "key": self.key,
+            "victim_seed": self.victim_seed,
         }
         if self.attack is not None:
             a = self.attack
@@ -147,6 +157,36 @@ def build_grid(
                         )
                     )
     return cells
+
+
+def victim_seeds(victim_cfg: VictimConfig, count: int) -> list[VictimConfig]:
+    """The audit's victims: ``victim_cfg`` trained with seeds 0..count-1 (the first is it)."""
+    first = victim_cfg.train.seed
+    return [
+        victim_cfg.model_copy(update={"train": victim_cfg.train.model_copy(update={"seed": s})})
+        for s in range(first, first + count)
+    ]
+
+
+def repeat_for_victims(cells: list[Cell], victims: list[VictimConfig]) -> list[Cell]:
+    """The undefended attack cells of ``cells`` again, once on each of ``victims``."""
+    out = []
+    for victim in victims:
+        for cell in cells:
+            if cell.section != "attacks" or cell.attack is None:
+                continue
+            seed = victim.train.seed
+            out.append(
+                Cell(
+                    "attack",
+                    "victims",
+                    f"{cell.label} · victim seed {seed}",
+                    cell.split,
+                    attack=cell.attack.model_copy(update={"victim": victim}),
+                    victim_seed=seed,
+                )
+            )
+    return out
 
 
 def _attack_variants(

@@ -9,7 +9,7 @@ links to its own, so ``splitleak report DIR`` needs nothing but the folder.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ import torch
 
 from splitleak.audit.config import AuditConfig, Budget, load_budget
 from splitleak.audit.estimate import estimate_costs
-from splitleak.audit.grid import Cell, build_grid
+from splitleak.audit.grid import Cell, build_grid, repeat_for_victims, victim_seeds
 from splitleak.cells import accuracy_spec, attack_spec
 from splitleak.config import ComputeSettings, TrainSettings, VictimConfig
 from splitleak.errors import SplitleakError
@@ -72,17 +72,27 @@ def prepare(
     )
     model = arch.build()
     cells = build_grid(cfg, budget, victim_cfg, split_points(model), compute)
+    cells += repeat_for_victims(cells, victim_seeds(victim_cfg, cfg.victim_count(budget))[1:])
     estimate_costs(cells, model, test.shape, attacker_pool=len(test), test_size=len(test))
     return budget, victim_cfg, cells, model, arch
 
 
 def write_manifest(
-    out: Path, cfg: AuditConfig, budget: Budget, victim: Victim, cells: list[Cell]
+    out: Path,
+    cfg: AuditConfig,
+    budget: Budget,
+    victim: Victim,
+    cells: list[Cell],
+    *,
+    others: Mapping[int, Victim] | None = None,
 ) -> dict[str, Any]:
-    """The audit's manifest: configuration, victim, split costs and the grid's cell keys.
+    """The audit's manifest: configuration, victims, split costs and the grid's cell keys.
 
-    ``created`` is kept from the first run, so a resumed audit renders the same report.
+    ``victim`` is the first victim (the defenses and the planner use it); ``others`` the
+    further ones by seed. ``created`` is kept from the first run, so a resumed audit renders
+    the same report.
     """
+    victims = [(0, victim), *sorted((others or {}).items())]
     previous = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else {}
     costs = split_costs(victim.model, victim.architecture.input_shape)
     manifest = {
@@ -99,6 +109,14 @@ def write_manifest(
             "checkpoint": str(victim.checkpoint),
             "description": victim.architecture.description,
         },
+        "victims": [
+            {
+                "seed": seed,
+                "test_accuracy": v.meta.get("test_accuracy"),
+                "checkpoint": str(v.checkpoint),
+            }
+            for seed, v in victims
+        ],
         "split_costs": [asdict(c) for c in costs],
         "cells": [c.describe() for c in cells],
         "versions": versions(),
@@ -108,9 +126,18 @@ def write_manifest(
 
 
 def assign_keys(
-    cells: list[Cell], victim: Victim, seed: int, *, victim_config: VictimConfig | None = None
+    cells: list[Cell],
+    victim: Victim,
+    seed: int,
+    *,
+    victim_config: VictimConfig | None = None,
+    others: Mapping[int, Victim] | None = None,
 ) -> None:
-    """Give each grid cell its spec and store key (they name the trained victim)."""
+    """Give each grid cell its spec and store key (they name the trained victim).
+
+    ``victim`` is the first victim; ``others`` the further victims by their training seed,
+    for the cells of :func:`~splitleak.audit.grid.repeat_for_victims`.
+    """
     for cell in cells:
         if cell.kind == "accuracy":
             cell.spec = accuracy_spec(
@@ -123,7 +150,8 @@ def assign_keys(
             )
         else:
             assert cell.attack is not None
-            cell.spec = attack_spec(cell.attack, victim)
+            target = (others or {}).get(cell.victim_seed, victim) if cell.victim_seed else victim
+            cell.spec = attack_spec(cell.attack, target)
         cell.key = cell.spec.key
 
 
@@ -157,9 +185,14 @@ def run_audit(
 
     budget, victim_cfg, cells, _, _ = prepare(cfg, out, budget=budget, compute=compute)
     victim = provide_victim(victim_cfg, executor, progress=progress is not None, compute=compute)
-    assign_keys(cells, victim, cfg.seed, victim_config=victim_cfg)
+    further = {c.victim_seed: c.victim for c in cells if c.victim_seed and c.victim is not None}
+    others = {
+        seed: provide_victim(config, executor, progress=progress is not None, compute=compute)
+        for seed, config in sorted(further.items())
+    }
+    assign_keys(cells, victim, cfg.seed, victim_config=victim_cfg, others=others)
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, cfg, budget, victim, cells)
+    write_manifest(out, cfg, budget, victim, cells, others=others)
     folder = ResultStore(out)
     shared = folder if store is None or store.resolve() == out.resolve() else ResultStore(store)
     for cell in cells:  # cells this folder holds but the shared store lacks: share them
@@ -183,7 +216,7 @@ def run_audit(
     result = submit_cells(
         [c.spec for c in cells if c.spec is not None],
         shared,
-        victims=[victim],
+        victims=[victim, *others.values()],
         executor=executor,
         mirror=None if shared is folder else folder,
         estimates={c.key: c.estimate_s for c in cells},
@@ -208,6 +241,8 @@ def check_out_dir(out: Path, cfg: AuditConfig) -> None:
     """Refuse to mix two different audits in one folder."""
     if (out / MANIFEST).is_file():
         previous = read_json(out / MANIFEST).get("config", {})
+        if previous:  # defaults filled in: a manifest from before a new option still matches
+            previous = AuditConfig.model_validate(previous).model_dump(mode="json")
         if previous and previous != cfg.model_dump(mode="json"):
             raise SplitleakError(
                 f"{out} holds an audit with another configuration; "

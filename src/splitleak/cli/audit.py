@@ -44,6 +44,15 @@ def audit_cmd(
     max_bytes: Annotated[int | None, typer.Option(help="planner: max bytes per input")] = None,
     max_leakage: Annotated[float | None, typer.Option(help="planner: max worst-case SSIM")] = None,
     min_accuracy: Annotated[float | None, typer.Option(help="planner: min accuracy")] = None,
+    victims: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="victims trained with seeds 0..N-1; the undefended attacks run on each, "
+            "reported as mean ± CI across victims (default: the budget's: 1 quick, 3 standard "
+            "and paper)",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="audit folder; rerun to continue")] = Path("audit"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the grid and its cost")] = False,
     executor: ExecutorOpt = "serial",
@@ -75,7 +84,13 @@ def audit_cmd(
         max_feature_bytes=max_bytes,
         max_leakage=max_leakage,
         min_accuracy=min_accuracy,
+        victims=victims,
     )
+    if checkpoint is not None and victims not in (None, 1):
+        raise SplitleakError(
+            "--victims trains victims with other seeds, which a given --checkpoint cannot "
+            "have; drop --victims (a checkpoint is one victim) or drop --checkpoint"
+        )
     check_executor(executor, workers, address)
     compute = None
     if (device, precision) != (None, None):

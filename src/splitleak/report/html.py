@@ -62,6 +62,8 @@ _COLUMNS = {  # header=spec per column (spec: see _cell)
     "draws=accuracy_draws|naive PSNR=naive_psnr:2|naive SSIM=naive_ssim:3|"
     "aware PSNR=aware_psnr:2|aware SSIM=aware_ssim:3|worse for the defender=worse",
     "warnings": "severity=severity!|code=code|message=message|cells=cell_labels",
+    "victims": "split=split|attack=label|victims=victims|SSIM per victim=ssim_each|"
+    "SSIM=ssim±3|PSNR per victim=psnr_each|PSNR (dB)=psnr±2",
 }
 _TEXT = {  # prose of the page; {placeholders} are filled per audit
     "rule": f"Verdict: exposed above {RECOGNISABLE_SSIM:g} SSIM (recognisable, He et al.), "
@@ -91,6 +93,12 @@ _TEXT = {  # prose of the page; {placeholders} are filled per audit
     "accuracy: run the audit again with --min-accuracy (and --max-leakage, --max-edge-macs, "
     "--max-bytes) into another --out folder for a recommendation you can deploy (with a "
     "shared --store, it reuses every finished cell).",
+    "victims": "The undefended attacks repeated on {n} victims of the same architecture and "
+    "recipe, trained with seeds {seeds}: the mean over each victim's images, then their mean "
+    "± the 95% confidence interval across victims (Student t; none for a single stored "
+    "victim). The rest of this report (verdicts, defenses, planner) is for the first victim.",
+    "one-victim": "One victim: run the standard or paper budget, or --victims N, for the "
+    "spread of each number across victims trained with other seeds.",
     "joint": "Every attacked split point without a defense (leakage: the worst SSIM of every "
     "attack there) and every defense level measured at the defense split (the worst of the "
     "defense attacks, naive and defense-aware), with the test accuracy under it. ★: the Pareto "
@@ -409,6 +417,30 @@ def _joint_planner(results: Row, figures: Path) -> str:
     )
 
 
+def _across_victims(results: Row) -> str:
+    """The leakage of each undefended attack and each split's worst case across victims."""
+    found = results.get("across_victims")
+    if not found:
+        return _tag("p", _TEXT["one-victim"])
+
+    def flat(row: Row) -> Row:
+        each = {m: ", ".join(_num(v, d) for v in row[f"{m}_per_victim"].values())
+                for m, d in (("ssim", 3), ("psnr", 2))}  # fmt: skip
+        return row | {f"{m}_each": each[m] for m in each} | {
+            "ssim": row["ssim"]["mean"], "ssim_ci95": row["ssim"]["ci95"],
+            "psnr": row["psnr"]["mean"], "psnr_ci95": row["psnr"]["ci95"],
+        }  # fmt: skip
+
+    worst = [
+        flat(w) | {"label": "worst case: " + ", ".join(dict.fromkeys(w["attacks"].values()))}
+        for w in found["worst_case"]
+    ]
+    seeds = ", ".join(str(s) for s in found["seeds"])
+    return _table(_COLUMNS["victims"], [flat(r) for r in found["table"]] + worst) + _tag(
+        "p", _TEXT["victims"].format(n=len(found["seeds"]), seeds=seeds), "muted"
+    )
+
+
 def _warnings(results: Row) -> str:
     if not results["warnings"]:
         return _tag("p", "No check fired.", "ok")
@@ -442,6 +474,7 @@ def render_report(directory: Path) -> Path:
         "attacks": ("Attacks", _attacks(results)),
         "grids": ("Reconstructions", _grids(results, store, figures)),
         "split-sweep": ("Split sweep", _split_sweep(results, figures)),
+        "victims": ("Across victims", _across_victims(results)),
         "defenses": ("Defenses", _defenses(results, store, figures)),
         "planner": ("Planner", _planner(results, figures)),
         "joint-plan": ("Split and defense", _joint_planner(results, figures)),

@@ -89,6 +89,7 @@ def assemble(directory: Path) -> dict[str, Any]:
         "splits": _split_verdicts(attacks, manifest),
         "plan": _plan(attacks, accuracy, manifest),
         "joint_plan": _joint_plan(attacks, accuracy, manifest),
+        "across_victims": _across_victims(attacks, manifest),
         "published_accuracy": ACCURACY.get(arch),
     }
 
@@ -114,6 +115,7 @@ def _attack_row(cell: dict[str, Any], record: dict[str, Any], arch: str) -> dict
                 "profile",
             )
         },
+        "victim_seed": cell.get("victim_seed", 0),
         "psnr": s["psnr"]["mean"],
         "psnr_ci95": s["psnr"]["ci95"],
         "ssim": s["ssim"]["mean"],
@@ -213,6 +215,62 @@ def _split_verdicts(
             }
         )
     return rows
+
+
+_SAME_ATTACK = ("split", "attack", "attacker_data", "shadow_arch", "profile")
+
+
+def _across_victims(
+    attacks: list[dict[str, Any]], manifest: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Each undefended attack and each split's worst case, per victim and mean ± 95 % CI.
+
+    None when the audit has one victim. A row's ``victims`` counts the victims whose cell
+    is stored; its CI needs two of them. The worst case of a victim at a split is its
+    highest-SSIM attack there, as in the verdict table.
+    """
+    seeds = [v["seed"] for v in manifest.get("victims") or []]
+    if len(seeds) < 2:
+        return None
+    rows = [a for a in attacks if a["section"] in ("attacks", "victims")]
+    groups: dict[tuple[Any, ...], dict[int, dict[str, Any]]] = {}
+    for a in rows:
+        groups.setdefault(tuple(a[k] for k in _SAME_ATTACK), {})[a["victim_seed"]] = a
+    table = []
+    for ident, by_seed in groups.items():
+        first = by_seed.get(seeds[0]) or next(iter(by_seed.values()))
+        label = first["label"].split(" · victim seed")[0]
+        table.append(
+            {**dict(zip(_SAME_ATTACK, ident, strict=True)), "label": label}
+            | _per_victim({s: by_seed[s] for s in seeds if s in by_seed})
+        )
+    worst = []
+    for split in dict.fromkeys(a["split"] for a in rows):
+        best: dict[int, dict[str, Any]] = {}
+        for a in rows:
+            if a["split"] == split and a["ssim"] > best.get(a["victim_seed"], {"ssim": -2})["ssim"]:
+                best[a["victim_seed"]] = a
+        found = {s: best[s] for s in seeds if s in best}
+        worst.append(
+            {
+                "split": split,
+                "attacks": {s: a["label"].split(" · victim seed")[0] for s, a in found.items()},
+            }
+            | _per_victim(found)
+        )
+    return {"seeds": seeds, "table": table, "worst_case": worst}
+
+
+def _per_victim(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """PSNR and SSIM of one row per victim: the per-victim means and their mean ± 95 % CI."""
+    from splitleak.metrics import summarize
+
+    out: dict[str, Any] = {"victims": len(rows)}
+    for metric in ("psnr", "ssim"):
+        values = [r[metric] for r in rows.values()]
+        out[f"{metric}_per_victim"] = {str(s): r[metric] for s, r in rows.items()}
+        out[metric] = summarize(values).as_dict()
+    return out
 
 
 def _costs(manifest: dict[str, Any]) -> list[SplitCost]:
