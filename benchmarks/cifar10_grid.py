@@ -60,11 +60,14 @@ def grid(tables: list[str], protocols: list[str]) -> list[dict[str, Any]]:
             for a in ("same", "different")
             for d in ("same-set", "same-distribution")
         ]
+    # Both protocols of a cell run back to back: the second reuses the first's decoder or
+    # shadow from the model cache, so a session that stops mid-grid leaves no model trained
+    # for only half of its cells.
     return [
         {**spec, "split": split, "protocol": protocol}
-        for protocol in protocols
         for spec in specs
         for split in SPLITS
+        for protocol in protocols
     ]
 
 

@@ -11,7 +11,11 @@ the defense where one is defined, its training cost, and PSNR/SSIM of
   λ_TV 1, β 2), naive (ignores the defense, as in the papers) and defense-aware (through
   the defended edge; against plain feature dropout, matching only the kept entries);
 * with ``--attacks whitebox,inverse-network``, also the defense-aware inverse network
-  (decoder trained on defended features; 2,000 attacker samples, 10 epochs);
+  (decoder trained on defended features; 2,000 attacker samples, 10 epochs, or
+  ``--attacker-samples``/``--attack-epochs``); against NoPeek it trains on the NoPeek
+  edge's features (the deployed edge), so it is aware by construction;
+
+``--families none,nopeek`` keeps only the named families (``none``: the undefended row);
 
 each scored over ``--draws`` defense draws (deterministic defenses: one), on the paper
 protocol's ten images. The learned-noise rows carry the authors' logged values.
@@ -64,6 +68,12 @@ def main() -> None:
     parser.add_argument("--splits", default="ReLU2,pool1")
     parser.add_argument("--attacks", default="whitebox", help="whitebox[,inverse-network]")
     parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument(
+        "--families", default=None,
+        help="keep only these families (comma-separated names, e.g. none,nopeek; default: all)",
+    )  # fmt: skip
+    parser.add_argument("--attacker-samples", type=int, default=2000, help="inverse network")
+    parser.add_argument("--attack-epochs", type=int, default=10, help="inverse network")
     parser.add_argument("--store", type=Path, default=Path("/tmp/splitleak-bench-defenses"))
     parser.add_argument(
         "--checkpoint", type=Path, default=None, help="an existing 20-epoch victim checkpoint"
@@ -78,7 +88,11 @@ def main() -> None:
     store = ResultStore(args.store)
     rows = []
     for split in args.splits.split(","):
-        for family, level in [(None, 0.0)] + [(f, lv) for f in FAMILIES for lv in f.levels]:
+        grid = [(None, 0.0)] + [(f, lv) for f in FAMILIES for lv in f.levels]
+        if args.families:
+            keep = set(args.families.split(","))
+            grid = [(f, lv) for f, lv in grid if (f.family if f else "none") in keep]
+        for family, level in grid:
             t0 = time.perf_counter()
             row = measure(victim, victim_cfg, store, split, family, level, args)
             row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -116,8 +130,9 @@ def measure(
         if published:
             row["published"] = {"accuracy": published[0], "ssim": published[1]}
     base = AttackConfig(victim=victim_cfg, split=split, profile="authors-code",
-                        overrides=AUTHORS_DEFENSE_ATTACK, defenses=specs, attack_epochs=10,
-                        attacker_samples=2000)  # fmt: skip
+                        overrides=AUTHORS_DEFENSE_ATTACK, defenses=specs,
+                        attack_epochs=args.attack_epochs,
+                        attacker_samples=args.attacker_samples)  # fmt: skip
     for attack in args.attacks.split(","):
         modes = [False, True] if specs and attack == "whitebox" else [bool(specs)]
         for aware in modes:
@@ -171,7 +186,10 @@ def _table_row(row: dict[str, Any]) -> dict[str, str]:
         "white-box naive": _fmt(row.get("whitebox_naive"))
         + (f" (SSIM {published['ssim']})" if published else ""),
         "white-box aware": _fmt(row.get("whitebox_aware")),
-        "inverse net aware": _fmt(row.get("inverse-network_aware")),
+        # Undefended, naive and aware are one attack.
+        "inverse net aware": _fmt(
+            row.get("inverse-network_aware") or row.get("inverse-network_naive")
+        ),
         "training s": f"{cost:.0f}" if cost else "—",
     }
 

@@ -4,6 +4,12 @@ profiles tuned on attacker-side data only, and recognisability beside PSNR/SSIM.
     python benchmarks/worst_case.py                       # the full grid (resumable)
     python benchmarks/worst_case.py --small               # 1 victim, 20 images, short budgets
     python benchmarks/worst_case.py --max-minutes 25      # stop after 25 minutes; rerun to go on
+    python benchmarks/worst_case.py --model cifar10-net   # CIFAR-10: conv11, ReLU22, ReLU32
+
+CIFAR-10 (``--model cifar10-net``): one victim, the 50-epoch bf16 victim of
+``cifar10_grid.py`` (its checkpoint is taken from that benchmark's cache; a second CIFAR
+victim costs hours of training), split points conv11, ReLU22 and ReLU32, the same attacks,
+``results/worst_case_cifar10-net.json``.
 
 Grid: victims (mnist-net trained with ``TrainSettings.seed`` 0, 1, 2) × split points (conv1,
 ReLU2, pool2, fc1) × attacks (white-box ``strong`` and ``tuned``, inverse network, model
@@ -33,13 +39,21 @@ from typing import Any
 
 from common import RESULTS, print_markdown
 
-from splitleak.config import AttackConfig, TrainSettings, VictimConfig
+from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
 from splitleak.experiment import Victim, default_cache_dir, load_victim, run_attack
 from splitleak.metrics import summarize
 from splitleak.records import read_json, versions, write_json
 from splitleak.report.results import verdicts
 
 SPLITS = ("conv1", "ReLU2", "pool2", "fc1")
+#: Per model: split points, dataset, victim epochs, default seeds, and the splits that run
+#: first (the issue's targets).
+MODELS: dict[str, dict[str, Any]] = {
+    "mnist-net": {"splits": SPLITS, "dataset": "mnist", "epochs": 20, "seeds": "0,1,2",
+                  "first": ("ReLU2", "fc1")},
+    "cifar10-net": {"splits": ("conv11", "ReLU22", "ReLU32"), "dataset": "cifar10",
+                    "epochs": 50, "seeds": "0", "first": ("ReLU22", "ReLU32")},
+}  # fmt: skip
 #: name -> (attack, profile); the order is the table's.
 VARIANTS: dict[str, tuple[str, str]] = {
     "whitebox-strong": ("whitebox", "strong"),
@@ -61,9 +75,10 @@ def parse() -> argparse.Namespace:
         type=Path,
         default=Path(__file__).resolve().parents[2] / "shared" / "datasets",
     )
-    parser.add_argument("--epochs", type=int, default=20, help="victim training epochs")
-    parser.add_argument("--seeds", default="0,1,2", help="victim seeds (TrainSettings.seed)")
-    parser.add_argument("--splits", default=",".join(SPLITS))
+    parser.add_argument("--model", choices=sorted(MODELS), default="mnist-net")
+    parser.add_argument("--epochs", type=int, default=None, help="victim epochs (20; CIFAR 50)")
+    parser.add_argument("--seeds", default=None, help="victim seeds (0,1,2; CIFAR-10: 0)")
+    parser.add_argument("--splits", default=None, help="default: the model's")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--n-eval", type=int, default=100)
     parser.add_argument("--attacker-samples", type=int, default=5000)
@@ -72,11 +87,21 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--unsplit-rounds", type=int, default=None)
     parser.add_argument("--tune-budget", type=int, default=None, help="default: tuning.toml")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop after this long")
+    parser.add_argument(
+        "--precision", default="fp32",
+        help="the attacks' precision (default fp32 on every machine, so that cells computed on "
+        "CPUs with and without fast bf16 are alike; rMLE is fp32 whatever this says)",
+    )  # fmt: skip
     parser.add_argument("--small", action="store_true", help="1 victim, 20 images, short")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (and resume store)")
     args = parser.parse_args()
-    default = RESULTS / "worst_case_mnist-net.json"
-    args.out = args.out or (Path("/tmp/worst_case_mnist-net_small.json") if args.small else default)
+    model = MODELS[args.model]
+    args.epochs = args.epochs or model["epochs"]
+    args.seeds = args.seeds or model["seeds"]
+    args.splits = args.splits or ",".join(model["splits"])
+    default = RESULTS / f"worst_case_{args.model}.json"
+    small = Path(f"/tmp/worst_case_{args.model}_small.json")
+    args.out = args.out or (small if args.small else default)
     if args.small:
         args.seeds, args.n_eval, args.attacker_samples, args.attack_epochs = "0", 20, 1000, 3
         args.steps, args.unsplit_rounds = args.steps or 200, args.unsplit_rounds or 20
@@ -102,6 +127,7 @@ def cell_config(args: argparse.Namespace, seed: int, split: str, variant: str) -
         victim=victim_config(args, seed),
         split=split,
         attack=attack,
+        compute=ComputeSettings(precision=args.precision),
         profile=profile,
         overrides=overrides,
         protocol="random",
@@ -123,17 +149,22 @@ def victim_sha(victim: Victim) -> str:
     return hashlib.sha256((victim.checkpoint / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
-def install_victims() -> None:
+def install_victims(model: str) -> None:
     """Copy the committed victims into the model cache, where load_victim finds them."""
     models = default_cache_dir() / "models"
-    for folder in sorted(VICTIMS.glob("mnist-net-*")):
+    source = VICTIMS if model == "mnist-net" else RESULTS / "cifar10_grid" / "cache" / "models"
+    for folder in sorted(source.glob(f"{model}-*")):
+        if folder.name.endswith(".partial"):
+            continue
         if not (models / folder.name / "model.json").is_file():
             shutil.copytree(folder, models / folder.name, dirs_exist_ok=True)
 
 
 def keep_victim(victim: Victim) -> None:
-    """Copy a victim this run trained into the committed folder (commit it)."""
+    """Copy an MNIST victim this run trained into the committed folder (commit it)."""
     assert victim.checkpoint is not None
+    if victim.architecture.name != "mnist-net":
+        return  # the CIFAR-10 victim is cifar10_grid.py's, committed there
     dest = VICTIMS / victim.checkpoint.name
     if not dest.is_dir():
         shutil.copytree(victim.checkpoint, dest)
@@ -142,24 +173,38 @@ def keep_victim(victim: Victim) -> None:
 
 def victim_config(args: argparse.Namespace, seed: int) -> VictimConfig:
     return VictimConfig(
-        model="mnist-net",
-        dataset="mnist",
+        model=args.model,
+        dataset=MODELS[args.model]["dataset"],
         data_dir=args.data_dir,
         train=TrainSettings(epochs=args.epochs, seed=seed),
     )
 
 
-def priority(cells: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
-    """The targets first: white-box at ReLU2 on every victim, then every attack at fc1."""
+def load(args: argparse.Namespace, seed: int) -> Victim:
+    """A victim: MNIST's trained in fp32 (or installed), CIFAR-10's the grid's bf16 one."""
+    compute = None
+    if args.model == "cifar10-net":
+        from splitleak.compute import Compute
+
+        compute = Compute.resolve("cpu", "bf16", 1)  # the committed victim's training precision
+    return load_victim(victim_config(args, seed), progress=False, compute=compute)
+
+
+def priority(
+    cells: list[tuple[int, str, str]], model: str = "mnist-net"
+) -> list[tuple[int, str, str]]:
+    """The targets first: white-box at the first target on every victim, then every attack
+    at the second (MNIST: ReLU2 and fc1), then the rest by depth."""
+    splits, (white, every) = MODELS[model]["splits"], MODELS[model]["first"]
 
     def rank(cell: tuple[int, str, str]) -> tuple[int, int, int, int]:
         seed, split, variant = cell
         names = list(VARIANTS)
-        if split == "ReLU2" and variant.startswith("whitebox"):
+        if split == white and variant.startswith("whitebox"):
             return (0, seed, 0, names.index(variant))
-        if split == "fc1":
+        if split == every:
             return (1, seed, 0, names.index(variant))
-        return (2, seed, SPLITS.index(split), names.index(variant))
+        return (2, seed, splits.index(split), names.index(variant))
 
     return sorted(cells, key=rank)
 
@@ -192,14 +237,17 @@ def measure(cfg: AttackConfig, victim: Victim) -> dict[str, Any]:
         else {k: tuning[k] for k in ("space", "budget", "strategy", "metric", "trials", "chosen")}
         | {"tuning_indices": tuning["tuning_data"]["indices"]},
         "evaluation_indices": run.per_image["index"],
+        "compute": prov["compute"],
         "seconds": round(time.perf_counter() - started, 1),
     }
 
 
-def summarise(cells: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+def summarise(
+    cells: dict[str, dict[str, Any]], seeds: list[int], splits: tuple[str, ...] = SPLITS
+) -> dict[str, Any]:
     """Per split and variant: per-victim means and mean ± 95 % CI across victims; worst case."""
     table = []
-    for split in SPLITS:
+    for split in splits:
         for variant in VARIANTS:
             done = {
                 s: cells[_key(s, split, variant)] for s in seeds if _key(s, split, variant) in cells
@@ -219,7 +267,7 @@ def summarise(cells: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, A
             ]
             table.append(row)
     worst = []
-    for split in SPLITS:
+    for split in splits:
         per_victim = []
         for s in seeds:
             mine = {v: cells[_key(s, split, v)] for v in VARIANTS if _key(s, split, v) in cells}
@@ -259,10 +307,10 @@ def main() -> None:
     superseded: dict[str, dict[str, Any]] = dict(previous.get("superseded", {}))
     victims: dict[int, Victim] = {}
     if not args.small:
-        install_victims()
+        install_victims(args.model)
     for seed in seeds:  # cells of another checkpoint than this run's victim are set aside
         if any(k.startswith(f"victim{seed}/") for k in cells):
-            victims[seed] = load_victim(victim_config(args, seed), progress=False)
+            victims[seed] = load(args, seed)
             sha = victim_sha(victims[seed])
             for key in [k for k in cells if k.startswith(f"victim{seed}/")]:
                 if cells[key].get("victim_sha") != sha:
@@ -271,14 +319,14 @@ def main() -> None:
                     print(f"{key}: computed on another checkpoint of this victim (accuracy "
                           f"{superseded[key]['victim_accuracy']}, this one {now}): recomputed",
                           flush=True)  # fmt: skip
-    for seed, split, variant in priority(grid):
+    for seed, split, variant in priority(grid, args.model):
         key = _key(seed, split, variant)
         if key in cells:
             continue
         if args.max_minutes and time.perf_counter() - started > 60 * args.max_minutes:
             break
         if seed not in victims:
-            victims[seed] = load_victim(victim_config(args, seed), progress=False)
+            victims[seed] = load(args, seed)
             if not args.small:
                 keep_victim(victims[seed])
         cells[key] = measure(cell_config(args, seed, split, variant), victims[seed])
@@ -294,7 +342,7 @@ def main() -> None:
         )
         _write(args, cells, seeds, grid, started, previous, superseded)
     _write(args, cells, seeds, grid, started, previous, superseded)
-    summary = summarise(cells, seeds)
+    summary = summarise(cells, seeds, tuple(args.splits.split(",")))
     print_markdown(
         [
             {
@@ -323,7 +371,7 @@ def _ci(s: dict[str, Any] | None, digits: int = 2) -> str:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("epochs", "n_eval", "attacker_samples", "attack_epochs", "steps", "unsplit_rounds",
-            "tune_budget")  # fmt: skip
+            "tune_budget", "precision")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
 
@@ -336,18 +384,19 @@ def _write(
     previous: dict[str, Any],
     superseded: dict[str, dict[str, Any]],
 ) -> None:
-    remaining = [_key(*c) for c in priority(grid) if _key(*c) not in cells]
+    remaining = [_key(*c) for c in priority(grid, args.model) if _key(*c) not in cells]
     command = "python benchmarks/worst_case.py" + (" --small" if args.small else "")
+    command += f" --model {args.model}" if args.model != "mnist-net" else ""
     write_json(
         args.out,
         {
-            "benchmark": "worst_case_mnist-net",
+            "benchmark": f"worst_case_{args.model}",
             "settings": _settings(args),
             "seeds": seeds,
             "wall_s": round(float(previous.get("wall_s", 0)) + time.perf_counter() - started, 1),
             "versions": versions(),
             "cells": cells,
-            "summary": summarise(cells, seeds),
+            "summary": summarise(cells, seeds, tuple(args.splits.split(","))),
             "remaining": remaining,
             "continue_with": command if remaining else None,
             # Cells measured on an earlier checkpoint of a victim (trained again elsewhere),
