@@ -242,6 +242,9 @@ def _summary(results: Row) -> str:
         "budget": f"{budget['name']} — {budget.get('description', '')}",
         "victim test accuracy": accuracy,
     }
+    if len(m.get("victims") or []) > 1:
+        each = ", ".join(f"seed {v['seed']}: {_num(v['test_accuracy'], 4)}" for v in m["victims"])
+        facts["victims"] = f"{len(m['victims'])} ({each}); see Across victims"
     return (
         _dl({k: _esc(v) for k, v in facts.items()})
         + _banner(results)
