@@ -150,7 +150,7 @@ def assign_keys(
             )
         else:
             assert cell.attack is not None
-            target = (others or {}).get(cell.victim_seed, victim) if cell.victim_seed else victim
+            target = (others or {})[cell.victim_seed] if cell.victim_seed else victim
             cell.spec = attack_spec(cell.attack, target)
         cell.key = cell.spec.key
 

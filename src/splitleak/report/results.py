@@ -239,7 +239,7 @@ def _across_victims(
     table = []
     for ident, by_seed in groups.items():
         first = by_seed.get(seeds[0]) or next(iter(by_seed.values()))
-        label = first["label"].split(" · victim seed")[0]
+        label = _attack_label(first)
         table.append(
             {**dict(zip(_SAME_ATTACK, ident, strict=True)), "label": label}
             | _per_victim({s: by_seed[s] for s in seeds if s in by_seed})
@@ -254,11 +254,16 @@ def _across_victims(
         worst.append(
             {
                 "split": split,
-                "attacks": {s: a["label"].split(" · victim seed")[0] for s, a in found.items()},
+                "attacks": {s: _attack_label(a) for s, a in found.items()},
             }
             | _per_victim(found)
         )
     return {"seeds": seeds, "table": table, "worst_case": worst}
+
+
+def _attack_label(row: dict[str, Any]) -> str:
+    """A row's label without the victim suffix that further victims' cells carry."""
+    return str(row["label"]).split(" · victim seed")[0]
 
 
 def _per_victim(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
