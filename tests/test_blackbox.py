@@ -90,6 +90,20 @@ def test_every_queried_input_is_counted():
     assert access.queries_used == 6 == edge.inputs_seen
 
 
+def test_batched_queries_equal_one_pass_and_store_in_the_asked_dtype():
+    # Batches are written into one preallocated tensor (no concatenation of copies); the
+    # result must equal the edge run on all inputs at once, and a reduced-precision store
+    # must hold exactly the rounded features (what autocast would cast them to).
+    access = QueryAccess(CountingEdge(), inputs=MNIST_SPEC, feature_shape=(5,))
+    x = torch.randn(7, *IMAGE)
+    expected = x.flatten(1)[:, :5] * 2
+    assert torch.equal(access.query(x, batch_size=3), expected)
+    stored = access.query(x, batch_size=3, dtype=torch.bfloat16)
+    assert stored.dtype == torch.bfloat16
+    assert torch.equal(stored, expected.to(torch.bfloat16))
+    assert access.query(x[:0]).shape == (0, 5)
+
+
 def test_budget_is_refused_before_the_edge_runs():
     access = QueryAccess(CountingEdge(), inputs=MNIST_SPEC, feature_shape=(5,), budget=5)
     edge = oracle(access)
