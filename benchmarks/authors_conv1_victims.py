@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--checkpoints",
-        default=",".join(str(p) for p in sorted((RESULTS / "worst_case_victims").glob("mnist-net-*"))),
-        help="comma-separated victim checkpoint folders (default: the committed worst-case victims)",
+        default=",".join(map(str, sorted((RESULTS / "worst_case_victims").glob("mnist-net-*")))),
+        help="comma-separated victim checkpoints (default: the committed worst-case victims)",
     )
     parser.set_defaults(protocols="paper")
     args = parser.parse_args()
@@ -79,9 +79,8 @@ def main() -> None:
             })  # fmt: skip
             print(rows[-1], flush=True)
     save_results("authors_conv1_victims", rows, args, started, args.out)
-    print_markdown(
-        rows, ["checkpoint", "protocol", "victim_seed", "victim_accuracy", "sigma_min", "sigma_max", "psnr", "ssim"]
-    )
+    columns = ["checkpoint", "protocol", "victim_seed", "victim_accuracy", "sigma_min"]
+    print_markdown(rows, [*columns, "sigma_max", "psnr", "ssim"])
 
 
 if __name__ == "__main__":
