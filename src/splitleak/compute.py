@@ -164,10 +164,14 @@ class Compute:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def channels_last(self, model: nn.Module) -> bool:
+        """Whether :meth:`module` stores ``model`` channels_last (conv nets, mixed precision)."""
+        return self.amp_dtype is not None and _has_conv(model)
+
     def module(self, model: nn.Module) -> nn.Module:
         """Move ``model`` to the device (channels_last for conv nets under mixed precision)."""
         model = model.to(self.device)
-        if self.amp_dtype is not None and _has_conv(model):
+        if self.channels_last(model):
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
 

