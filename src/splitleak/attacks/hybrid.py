@@ -57,10 +57,20 @@ class _PaidQueries(QueryAccess):
     def charge(self, n: int) -> None:  # already paid by the hybrid
         del n
 
-    def query(self, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    def query(
+        self,
+        x: torch.Tensor,
+        *,
+        batch_size: int = 1024,
+        dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+    ) -> torch.Tensor:
+        del batch_size  # nothing is computed
         if x.shape != self._x.shape or not torch.equal(x, self._x):
             raise SplitleakError("the hybrid attack only replays the queries it paid for")
-        return self._z
+        layout = torch.channels_last if channels_last and self._z.dim() == 4 else None
+        return self._z.to(dtype=dtype or self._z.dtype,
+                          memory_format=layout or torch.preserve_format)  # fmt: skip
 
 
 class HybridInversion:
