@@ -102,6 +102,20 @@ def test_batched_queries_equal_one_pass_and_store_in_the_asked_dtype():
     assert stored.dtype == torch.bfloat16
     assert torch.equal(stored, expected.to(torch.bfloat16))
     assert access.query(x[:0]).shape == (0, 5)
+    assert access.query(x[:0], dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_image_shaped_queries_are_stored_channels_last_when_asked():
+    conv = torch.nn.Conv2d(1, 3, 3, padding=1)
+    access = QueryAccess(conv, inputs=MNIST_SPEC, feature_shape=(3, *IMAGE[1:]))
+    x = torch.randn(5, *IMAGE)
+    with torch.no_grad():
+        expected = conv(x)
+    stored = access.query(x, batch_size=2, channels_last=True)
+    assert stored.is_contiguous(memory_format=torch.channels_last)
+    assert not stored.is_contiguous()  # the layout really changed (3 channels, 28 x 28)
+    assert torch.allclose(stored, expected, atol=1e-6)
+    assert access.query(x, batch_size=2).is_contiguous()  # default layout otherwise
 
 
 def test_budget_is_refused_before_the_edge_runs():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from splitleak.attacks.access import TailAccess, WhiteBoxAccess
-from splitleak.attacks.hybrid import HybridInversion
+from splitleak.attacks.hybrid import HybridInversion, _PaidQueries
 from splitleak.attacks.whitebox import WhiteBoxInversion
 from splitleak.config import AttackConfig, TrainSettings, VictimConfig
 from splitleak.errors import AccessError, SplitleakError
@@ -70,3 +70,18 @@ def test_the_hybrid_refuses_the_query_free_access(mnist_victim):
     access = TailAccess(split.cloud, inputs=mnist_victim.inputs, feature_shape=(16, 8, 8))
     with pytest.raises(AccessError, match="needs WhiteBoxAccess or QueryAccess"):
         HybridInversion(inversion={}).fit(access, None)  # type: ignore[arg-type]
+
+
+def test_replayed_queries_come_in_the_asked_dtype_and_layout_and_leave_the_paid_ones_alone():
+    # The inverse network inside the hybrid asks for bf16, channels_last features under mixed
+    # precision; the replay must give exactly the paid features, converted, never re-queried.
+    x = torch.rand(4, 1, 6, 6)
+    z = torch.randn(4, 3, 6, 6)
+    template = type("Template", (), {"inputs": None, "feature_shape": (3, 6, 6)})()
+    paid = _PaidQueries(x, z.clone(), template)
+    got = paid.query(x, dtype=torch.bfloat16, channels_last=True)
+    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, z.to(torch.bfloat16))
+    assert torch.equal(paid.query(x), z) and paid.query(x).dtype == torch.float32
+    with pytest.raises(SplitleakError, match="only replays"):
+        paid.query(x + 1)

@@ -110,9 +110,7 @@ class QueryAccess:
     ) -> torch.Tensor:
         """Features of normalised inputs ``x``, in ``dtype`` (default: the edge's output dtype).
 
-        Batches are written into one preallocated tensor: a learned attack's query set is
-        large (50,000 CIFAR-10 images at conv11 are 13 GB of fp32 features), and holding the
-        batches and their concatenation at once would need twice that. ``channels_last``
+        Computed in batches into one tensor (:func:`features_in_batches`); ``channels_last``
         stores image-shaped features in that layout (for a decoder trained channels_last).
 
         Shapes: (N, C, H, W) -> (N, *feature_shape).
@@ -122,21 +120,9 @@ class QueryAccess:
                 f"queries must have shape (N, {self.inputs.shape}), got {tuple(x.shape)}"
             )
         self.charge(len(x))
-        out: torch.Tensor | None = None
-        for start in range(0, len(x), batch_size):
-            z = self.__edge(x[start : start + batch_size])
-            if out is None:
-                layout = torch.channels_last if channels_last and z.dim() == 4 else None
-                out = torch.empty(
-                    (len(x), *z.shape[1:]),
-                    dtype=dtype or z.dtype,
-                    device=z.device,
-                    memory_format=layout or torch.contiguous_format,
-                )
-            out[start : start + len(z)] = z
-        if out is None:  # no queries: an empty batch of the edge's output
-            return self.__edge(x)
-        return out
+        return features_in_batches(
+            self.__edge, x, batch_size=batch_size, dtype=dtype, channels_last=channels_last
+        )
 
 
 @dataclass(frozen=True)
@@ -232,3 +218,40 @@ def require(access: Any, allowed: tuple[type, ...], attack: str) -> None:
     if not isinstance(access, allowed):
         names = " or ".join(t.__name__ for t in allowed)
         raise AccessError(f"{attack} needs {names}, got {type(access).__name__}")
+
+
+@torch.no_grad()
+def features_in_batches(
+    edge: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """``edge(x)`` computed ``batch_size`` inputs at a time into one preallocated tensor.
+
+    A learned attack's query set is large (50,000 CIFAR-10 images at conv11 are 13 GB of fp32
+    features); holding the batches and their concatenation at once would need twice that.
+    ``dtype`` (default: the edge's output dtype) and ``channels_last`` (image-shaped features
+    only) set how the result is stored.
+
+    Shapes: (N, C, H, W) -> (N, *feature_shape).
+    """
+    out: torch.Tensor | None = None
+    for start in range(0, len(x), batch_size):
+        z = edge(x[start : start + batch_size])
+        if out is None:
+            layout = torch.channels_last if channels_last and z.dim() == 4 else None
+            out = torch.empty(
+                (len(x), *z.shape[1:]),
+                dtype=dtype or z.dtype,
+                device=z.device,
+                memory_format=layout or torch.contiguous_format,
+            )
+        out[start : start + len(z)] = z
+    if out is None:  # no inputs: an empty batch of the edge's output, stored as asked
+        z = edge(x)
+        layout = torch.channels_last if channels_last and z.dim() == 4 else None
+        return z.to(dtype=dtype or z.dtype, memory_format=layout or torch.preserve_format)
+    return out

@@ -41,7 +41,8 @@ def fit_module(
 
     ``head`` (optional, frozen by the caller) is applied after ``module``: the query-free
     shadow is trained through the cloud part this way. ``module`` (and ``head``) are moved
-    to ``compute``'s device and back to the CPU at the end. Returns the mean loss per epoch.
+    to ``compute``'s device (channels_last under mixed precision) and back to the CPU, in the
+    default layout, at the end. Returns the mean loss per epoch.
 
     Shapes: inputs (N, ...), targets (N, ...).
     """
@@ -77,9 +78,11 @@ def fit_module(
         sched.step()
         history.append(float(total) / max(len(x), 1))
         bar.set_postfix(loss=f"{history[-1]:.4g}")
-    module.eval().cpu()
+    # Back on the CPU in the default layout: a fresh module then computes like one loaded
+    # from the cache, and ``head`` (often the victim's own cloud part) is left as it came.
+    module.eval().to("cpu", memory_format=torch.contiguous_format)
     if head is not None:
-        head.cpu()
+        head.to("cpu", memory_format=torch.contiguous_format)
     return history
 
 

@@ -30,7 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from splitleak.attacks.access import QueryAccess, WhiteBoxAccess, require
+from splitleak.attacks.access import (
+    QueryAccess,
+    WhiteBoxAccess,
+    features_in_batches,
+    require,
+)
 from splitleak.attacks.base import Reconstruction
 from splitleak.attacks.cache import ModuleCache
 from splitleak.attacks.inverse_network import InverseNetwork
@@ -120,8 +125,7 @@ class HybridInversion:
             raise SplitleakError("the hybrid attack needs attacker samples to train its decoder")
         x = access.inputs.normalization.normalize(data.pixels)
         if isinstance(access, WhiteBoxAccess):
-            with torch.no_grad():
-                z = torch.cat([access.edge(x[i : i + 1024]) for i in range(0, len(x), 1024)])
+            z = features_in_batches(access.edge, x)
         else:
             z = access.query(x)  # the only queries the hybrid makes
         paid = _PaidQueries(x, z, access)
