@@ -346,3 +346,28 @@ def test_ray_stores_the_serial_numbers(
     assert store.writes == {s.key: 1 for s in specs}
     assert _stored(tmp_path / "grid") == _stored(grid_serial)
     assert len(list((cache / "attacks").glob("decoder-*"))) == 1
+
+
+def test_a_changed_preset_changes_the_cell_key(monkeypatch):
+    # A record made under an older preset must not answer for the current one: the key
+    # hashes the settings the profile resolves to, not only the profile's name.
+    from splitleak.attacks import settings as presets
+
+    victim_id = VictimId(checkpoint="mnist-net-0", architecture="mnist-net", data="d")
+    cfg = AttackConfig(victim=VICTIM, split="ReLU2", attack="whitebox", profile="strong")
+    before = AttackCell(attack=cfg, victim_id=victim_id)
+    identity, key = before.identity, before.key  # (properties: computed when read)
+    assert identity["settings"]["inversion"]["steps"] == 2000  # whitebox.toml
+    resolve = presets.resolve
+
+    def edited(profile, **kw):  # type: ignore[no-untyped-def]
+        out = resolve(profile, **kw)
+        return {**out, "steps": 3000} if kw.get("attack") == "whitebox" else out
+
+    monkeypatch.setattr(presets, "resolve", edited)
+    after = AttackCell(attack=cfg, victim_id=victim_id)
+    assert after.identity["attack"] == identity["attack"]  # same configuration
+    assert after.identity["settings"]["inversion"]["steps"] == 3000
+    assert after.key != key
+    monkeypatch.setattr(presets, "resolve", resolve)
+    assert AttackCell(attack=cfg, victim_id=victim_id).key == key  # deterministic

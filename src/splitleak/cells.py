@@ -33,6 +33,7 @@ import torch
 from pydantic import Field, TypeAdapter
 from safetensors.torch import save
 
+from splitleak.attacks.factory import attack_settings
 from splitleak.compute import Compute
 from splitleak.config import AttackConfig, Strict, VictimConfig
 from splitleak.errors import SplitleakError
@@ -73,7 +74,12 @@ class VictimId(Strict):
 
 
 class AttackCell(Strict):
-    """One attack run on one victim; the key hashes the attack settings and the victim id."""
+    """One attack run on one victim; the key hashes the attack settings and the victim id.
+
+    The settings are hashed both as configured (profile name, ``--set`` overrides) and as
+    resolved from the profile's presets, so that a record made under an older preset is
+    not taken for the answer of a newer one.
+    """
 
     kind: Literal["attack"] = "attack"
     attack: AttackConfig
@@ -83,6 +89,7 @@ class AttackCell(Strict):
     def identity(self) -> dict[str, Any]:
         return {
             "attack": self.attack.model_dump(mode="json", exclude={"victim"}),
+            "settings": attack_settings(self.attack, architecture=self.victim_id.architecture),
             "victim": self.victim_id.model_dump(),
         }
 
