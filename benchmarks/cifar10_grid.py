@@ -28,6 +28,7 @@ from typing import Any
 
 from common import RESULTS, cell
 
+from splitleak.attacks.factory import attack_settings
 from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
 from splitleak.records import read_json, stable_hash, versions, write_json
 from splitleak.report.published import WHITEBOX, published
@@ -85,15 +86,18 @@ def attack_config(spec: dict[str, Any], victim: VictimConfig, args: argparse.Nam
 
 
 def cell_path(cfg: AttackConfig) -> Path:
-    """Where a cell's record lives: a hash of its configuration with the compute resolved.
+    """Where a cell's record lives: a hash of its configuration, compute and settings resolved.
 
     The thread count is left out (it changes the speed, not the numbers) and ``auto`` is
     resolved to this machine's device type and precision, so that a cell computed in bf16
-    is not taken for an fp32 one on another machine.
+    is not taken for an fp32 one on another machine. The attack's settings are hashed as
+    its profile resolves them today, so a changed preset makes its cells missing again
+    instead of leaving records of the old settings under the new name.
     """
     identity = cfg.model_dump(mode="json", exclude={"compute"})
     compute = cfg.compute.resolve()
     identity["compute"] = {"device": compute.device.type, "precision": compute.precision}
+    identity["settings"] = attack_settings(cfg, architecture="cifar10-net")
     return GRID_DIR / "cells" / f"{stable_hash(identity, length=20)}.json"
 
 
