@@ -39,10 +39,11 @@ from typing import Any
 
 from common import RESULTS, print_markdown
 
+from splitleak.attacks.factory import attack_settings
 from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
 from splitleak.experiment import Victim, default_cache_dir, load_victim, run_attack
 from splitleak.metrics import summarize
-from splitleak.records import read_json, versions, write_json
+from splitleak.records import read_json, stable_hash, versions, write_json
 from splitleak.report.results import verdicts
 
 SPLITS = ("conv1", "ReLU2", "pool2", "fc1")
@@ -289,6 +290,15 @@ def summarise(
     return {"table": table, "worst_case": worst}
 
 
+def settings_sha(cfg: AttackConfig, model: str) -> str:
+    """A hash of the attack's settings as its profile's presets resolve them today.
+
+    Stored with every cell; a cell whose presets have changed since is recomputed. (Cells
+    written before this field existed carry none and are kept.)
+    """
+    return stable_hash(attack_settings(cfg, architecture=model))
+
+
 def _key(seed: int, split: str, variant: str) -> str:
     return f"victim{seed}/{split}/{variant}"
 
@@ -321,6 +331,11 @@ def main() -> None:
                           flush=True)  # fmt: skip
     for seed, split, variant in priority(grid, args.model):
         key = _key(seed, split, variant)
+        cfg = cell_config(args, seed, split, variant)
+        settings = settings_sha(cfg, args.model)
+        if key in cells and cells[key].get("settings_sha", settings) != settings:
+            superseded[key] = cells.pop(key)  # its profile's presets have changed since
+            print(f"{key}: computed with other preset settings: recomputed", flush=True)
         if key in cells:
             continue
         if args.max_minutes and time.perf_counter() - started > 60 * args.max_minutes:
@@ -329,8 +344,9 @@ def main() -> None:
             victims[seed] = load(args, seed)
             if not args.small:
                 keep_victim(victims[seed])
-        cells[key] = measure(cell_config(args, seed, split, variant), victims[seed])
+        cells[key] = measure(cfg, victims[seed])
         cells[key]["victim_sha"] = victim_sha(victims[seed])
+        cells[key]["settings_sha"] = settings
         c = cells[key]
         psnr, ssim = c["summary"]["psnr"]["mean"], c["summary"]["ssim"]["mean"]
         print(
