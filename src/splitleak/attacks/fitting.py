@@ -80,9 +80,9 @@ def fit_module(
         bar.set_postfix(loss=f"{history[-1]:.4g}")
     # Back on the CPU in the default layout: a fresh module then computes like one loaded
     # from the cache, and ``head`` (often the victim's own cloud part) is left as it came.
-    module.eval().to("cpu", memory_format=torch.contiguous_format)
+    module.eval().to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     if head is not None:
-        head.to("cpu", memory_format=torch.contiguous_format)
+        head.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return history
 
 
