@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from splitleak.errors import InputError, UnknownNameError
+from splitleak.errors import InputError, SplitleakError, UnknownNameError
 from splitleak.models import split_model, split_points
 from splitleak.models.zoo import cifar10_net, mnist_net
 from splitleak.planner import (
@@ -391,3 +391,19 @@ def test_plot_plan_writes_png_and_svg(tmp_path: Path) -> None:
     # No leakage at all and a split with 0 MACs still plot.
     bare = [row("pool0", 0, 64, None), row("conv1", 50, 32, None, depth=1)]
     assert all(p.stat().st_size > 0 for p in plot_plan(bare, tmp_path / "bare"))
+
+
+@pytest.mark.parametrize(
+    ("limits", "flag"),
+    [
+        ({"min_accuracy": 98.0}, "--min-accuracy 98.0"),
+        ({"max_leakage": -0.1}, "--max-leakage -0.1"),
+        ({"max_feature_bytes": -1}, "--max-bytes -1"),
+        ({"max_edge_param_bytes": -5}, "--max-edge-memory -5"),
+    ],
+)
+def test_constraints_refuse_limits_no_split_could_mean(limits, flag) -> None:
+    with pytest.raises(SplitleakError, match=flag):
+        Constraints(**limits)
+    # The edges of the ranges are limits a user may mean: nothing leaks, every input sent.
+    assert Constraints(min_accuracy=1.0, max_leakage=0.0, max_feature_bytes=0).min_accuracy == 1.0

@@ -277,6 +277,22 @@ def test_serve_refuses_bad_options_before_loading_anything(monkeypatch, capsys, 
     assert reason in error_line(code, out, err)
 
 
+def test_serve_refuses_a_port_in_use_before_loading_the_victim(monkeypatch, capsys):
+    import splitleak.experiment
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the victim was loaded before the port was checked")
+
+    monkeypatch.setattr(splitleak.experiment, "load_victim", fail)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = run_cli(monkeypatch, capsys, "serve", *VICTIM, "--port", str(port))
+    line = error_line(code, out, err)
+    assert f"cannot serve on 127.0.0.1:{port}" in line and "pick another --port" in line
+
+
 def test_the_serve_command_in_its_own_process(mnist_victim, tmp_path):
     """`splitleak serve` for real: starts, answers, captures, stops on SIGTERM."""
     with socket.socket() as sock:

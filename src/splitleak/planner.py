@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from splitleak.errors import InputError, unknown_name
+from splitleak.errors import InputError, SplitleakError, unknown_name
 from splitleak.models.split import split_model, split_points
 
 #: SSIM from which the paper finds reconstructions recognisable.
@@ -282,6 +282,31 @@ class Constraints:
     max_leakage: float | None = None
     min_accuracy: float | None = None
     max_edge_param_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        # Checked when built, so that a limit no split can meet (or every split meets by
+        # construction) is refused before any victim is trained or attacked.
+        for name in ("max_edge_macs", "max_feature_bytes", "max_edge_param_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise SplitleakError(f"{_FLAGS[name]} {value}: a budget cannot be negative")
+        for name, what in (("max_leakage", "an SSIM"), ("min_accuracy", "an accuracy")):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise SplitleakError(
+                    f"{_FLAGS[name]} {value}: {what} limit is a fraction between 0 and 1 "
+                    f"(e.g. {0.3 if name == 'max_leakage' else 0.98})"
+                )
+
+
+#: Each constraint's command-line option, for error messages.
+_FLAGS = {
+    "max_edge_macs": "--max-edge-macs",
+    "max_feature_bytes": "--max-bytes",
+    "max_leakage": "--max-leakage",
+    "min_accuracy": "--min-accuracy",
+    "max_edge_param_bytes": "--max-edge-memory",
+}
 
 
 @dataclass(frozen=True)

@@ -67,10 +67,10 @@ class AuditConfig(Strict):
     checkpoint: Path | None = None
     budget: str = "quick"
     seed: int = 0
-    max_edge_macs: int | None = None
-    max_feature_bytes: int | None = None
-    max_leakage: float | None = None
-    min_accuracy: float | None = None
+    max_edge_macs: int | None = Field(None, ge=0)
+    max_feature_bytes: int | None = Field(None, ge=0)
+    max_leakage: float | None = Field(None, ge=0.0, le=1.0)  # an SSIM
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0)  # a fraction, not a percentage
     victims: int | None = Field(None, ge=1)  # None: the budget's
 
     def victim_count(self, budget: Budget) -> int:

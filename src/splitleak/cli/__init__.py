@@ -45,11 +45,12 @@ def main() -> None:
     from splitleak.cli.options import validation_message
 
     try:  # typer >= 0.22 vendors click; older releases depend on it
-        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
     except ImportError:  # pragma: no cover
         from click.exceptions import (  # type: ignore[no-redef,assignment]
             ClickException,
             NoArgsIsHelpError,
+            UsageError,
         )
 
     _state["debug"] = "--debug" in sys.argv[1:]
@@ -60,6 +61,9 @@ def main() -> None:
     except NoArgsIsHelpError as err:
         err.show()
         sys.exit(2)
+    except UsageError as err:  # an unknown option, a value of the wrong type or range
+        command = err.ctx.command_path if err.ctx is not None else "splitleak"
+        _fail(f"{err.format_message()} (see `{command} --help`)")
     except ClickException as err:
         err.show()
         sys.exit(err.exit_code)

@@ -70,9 +70,17 @@ def audit_cmd(
     """
     from splitleak.audit import AuditConfig, check_out_dir, prepare, run_audit
     from splitleak.config import ComputeSettings
+    from splitleak.planner import Constraints
     from splitleak.progress import CellProgress
     from splitleak.store import store_dir
 
+    # The planner's limits, refused with the options' names before anything else.
+    Constraints(
+        max_edge_macs=max_edge_macs,
+        max_feature_bytes=max_bytes,
+        max_leakage=max_leakage,
+        min_accuracy=min_accuracy,
+    )
     cfg = AuditConfig(
         model=model,
         dataset=dataset,

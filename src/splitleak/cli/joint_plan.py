@@ -104,6 +104,13 @@ def plan_defenses_cmd(
             raise unknown_name("attacker mode", name, ["naive", "aware"])
     attack_list = parse_attacks(attacks)
     dtype = check_feature_dtype(feature_dtype)
+    constraints = Constraints(
+        max_edge_macs=max_edge_macs,
+        max_feature_bytes=max_bytes,
+        max_leakage=max_leakage,
+        min_accuracy=min_accuracy,
+        max_edge_param_bytes=max_edge_memory,
+    )
     check_output_dir(out, must_not_exist=False)
     checked = check_victim(victim_config(model, dataset, data_dir, epochs, checkpoint))
     split_list = list(checked.split_points) if splits == "all" else splits.split(",")
@@ -123,13 +130,6 @@ def plan_defenses_cmd(
         sets=set_,
         compute=compute_flags(device, precision, threads),
         config_file=config,
-    )
-    constraints = Constraints(
-        max_edge_macs=max_edge_macs,
-        max_feature_bytes=max_bytes,
-        max_leakage=max_leakage,
-        min_accuracy=min_accuracy,
-        max_edge_param_bytes=max_edge_memory,
     )
     result = run_joint_plan(
         victim,

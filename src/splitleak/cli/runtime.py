@@ -97,7 +97,7 @@ def serve_cmd(
     split: SplitOrPlanOpt = None,
     from_plan: FromPlanOpt = None,
     host: Annotated[str, typer.Option(help="address to bind; loopback unless told")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
     token_file: TokenOpt = None,
     ssl_certfile: CertOpt = None,
     ssl_keyfile: KeyOpt = None,
@@ -132,10 +132,11 @@ def serve_cmd(
     if not _is_loopback(host) and token is None:
         raise SplitleakError(f"binding {host} exposes f2 beyond this machine; give --token-file")
     _need_runtime_extra()
-    from splitleak.runtime.server import TlsFiles, create_app, run_server
+    from splitleak.runtime.server import TlsFiles, check_port_free, create_app, run_server
 
     tls = TlsFiles(ssl_certfile, ssl_keyfile, ssl_ca_certs)
     tls.check()
+    check_port_free(host, port)  # before the victim is loaded (or trained)
     if not _is_loopback(host) and tls.certfile is None:
         err_console.print("[yellow]warning:[/] no TLS: the token and features travel in clear")
     service, store = _service(

@@ -223,6 +223,12 @@ def plan_cmd(
     measured_cost = read_measured(measured or [], feature_dtype=feature_dtype)
     attack_list = parse_attacks(attacks)
     check_feature_dtype(feature_dtype)
+    constraints = Constraints(
+        max_edge_macs=max_edge_macs,
+        max_feature_bytes=max_bytes,
+        max_leakage=max_leakage,
+        min_accuracy=min_accuracy,
+    )
     check_output_dir(out, must_not_exist=False)
     victim, base = victim_and_base(
         model,
@@ -237,12 +243,6 @@ def plan_cmd(
         compute=compute_flags(device, precision, threads),
         config_file=config,
         attacks=attack_list,
-    )
-    constraints = Constraints(
-        max_edge_macs=max_edge_macs,
-        max_feature_bytes=max_bytes,
-        max_leakage=max_leakage,
-        min_accuracy=min_accuracy,
     )
     plan = run_study(
         plan_study, victim, base, out, constraints=constraints, attacks=attack_list,

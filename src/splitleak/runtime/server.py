@@ -16,6 +16,7 @@ token is compared in constant time (:func:`hmac.compare_digest`) and never logge
 
 from __future__ import annotations
 
+import errno
 import hmac
 import logging
 import socket
@@ -171,6 +172,30 @@ class TlsFiles:
             "ssl_ca_certs": None if self.ca_certs is None else str(self.ca_certs),
             "ssl_cert_reqs": ssl.CERT_REQUIRED if self.ca_certs else ssl.CERT_NONE,
         }
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, with a one-line :class:`SplitleakError`, an address uvicorn could not bind.
+
+    Bound and closed at once (with ``SO_REUSEADDR``, as uvicorn binds), so a port that is
+    taken or not ours is found before the victim is loaded, not after.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise SplitleakError(f"--host {host}: not an address here ({err.strerror})") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as err:
+            advice = {
+                errno.EADDRINUSE: "another process listens there; stop it or pick another --port",
+                errno.EACCES: "ports below 1024 need privileges; pick --port 1024 or above",
+                errno.EADDRNOTAVAIL: "this machine has no such address; check --host",
+            }.get(err.errno or 0, "pick another --host or --port")
+            reason = f"cannot serve on {host}:{port}: {err.strerror}"
+            raise SplitleakError(f"{reason}; {advice}") from None
 
 
 def run_server(
