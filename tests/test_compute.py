@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -49,11 +50,22 @@ def test_auto_precision_follows_the_cpu_flags_and_the_site_default(monkeypatch):
 
 
 def test_threads_default_from_the_environment(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.setenv("SPLITLEAK_THREADS", "3")
     assert Compute.resolve("cpu", "fp32").threads == 3
     monkeypatch.setenv("SPLITLEAK_THREADS", "zero")
     with pytest.raises(DeviceError, match="SPLITLEAK_THREADS"):
         Compute.resolve("cpu", "fp32")
+    monkeypatch.setenv("SPLITLEAK_THREADS", "5")
+    with pytest.raises(DeviceError, match="SPLITLEAK_THREADS=5: this machine has 4 CPU cores"):
+        Compute.resolve("cpu", "fp32")
+
+
+def test_more_threads_than_cores_is_refused(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert Compute.resolve("cpu", "fp32", 4).threads == 4
+    with pytest.raises(DeviceError, match="--threads 100000: this machine has 4 CPU cores"):
+        Compute.resolve("cpu", "fp32", 100_000)
 
 
 def test_exact_keeps_the_device_in_fp32():

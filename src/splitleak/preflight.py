@@ -98,6 +98,12 @@ def check_attack(
                 f"the victim takes {_shape(victim.input_shape)}; pick a dataset of that shape"
             )
         check_data_files(cfg.other_dataset, cfg.victim.data_dir, download=cfg.victim.download)
+    test_size = DATASETS[victim.dataset].test_size
+    if cfg.protocol == "random" and cfg.n_eval > test_size:
+        raise SplitleakError(
+            f"--n-eval {cfg.n_eval}: the {victim.dataset} test set has {test_size:,} images; "
+            f"evaluate at most {test_size:,}"
+        )
     cfg.compute.resolve()  # an unavailable device or precision
     return victim
 
@@ -139,7 +145,7 @@ def check_checkpoint(directory: Path, *, architecture: str, dataset: str) -> Non
         raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; retrain")
 
 
-def check_output_dir(path: Path, *, must_not_exist: bool) -> None:
+def check_output_dir(path: Path, *, must_not_exist: bool, option: str = "--out") -> None:
     """An output folder that can be created (or reused) here; nothing is left behind.
 
     Refused: a path that is a file, lies under a file, is not writable, or (with
@@ -147,20 +153,22 @@ def check_output_dir(path: Path, *, must_not_exist: bool) -> None:
     in the nearest existing ancestor, which is removed at once.
     """
     if path.exists() and not path.is_dir():
-        raise SplitleakError(f"output {path} is a file; choose a folder with --out")
+        raise SplitleakError(f"output {path} is a file; choose a folder with {option}")
     if path.exists() and must_not_exist:
-        raise SplitleakError(f"output folder {path} already exists; choose another --out")
+        raise SplitleakError(f"output folder {path} already exists; choose another {option}")
     ancestor = path if path.exists() else path.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise SplitleakError(f"output {path} lies under the file {ancestor}; choose another --out")
+        raise SplitleakError(
+            f"output {path} lies under the file {ancestor}; choose another {option}"
+        )
     try:
         probe = tempfile.mkdtemp(prefix=".splitleak-probe-", dir=ancestor)
         os.rmdir(probe)
     except OSError as err:
         raise SplitleakError(
-            f"cannot write under {ancestor} ({err.strerror or err}); choose a writable --out"
+            f"cannot write under {ancestor} ({err.strerror or err}); choose a writable {option}"
         ) from None
 
 

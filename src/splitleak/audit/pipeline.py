@@ -77,6 +77,40 @@ def prepare(
     return budget, victim_cfg, cells, model, arch
 
 
+MANIFEST_FORMAT = "splitleak-audit/1"
+_EARLY = {"config", "victim", "cells"}
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """An audit folder's manifest, or a one-line :class:`SplitleakError` saying what is wrong.
+
+    A damaged manifest (not JSON, or not an audit's) is refused, never overwritten: the
+    folder's cells may be all that is left of hours of work.
+    """
+    path = directory / MANIFEST
+    try:
+        manifest = read_json(path)
+    except FileNotFoundError:
+        raise SplitleakError(
+            f"{directory} is not an audit folder (no {MANIFEST}); "
+            "run `splitleak audit --out DIR` first"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise SplitleakError(
+            f"{path} is damaged ({err}); restore it, or move it away and rerun the same "
+            "`splitleak audit` command to rebuild it (stored cells are reused)"
+        ) from None
+    # Manifests written before the format field existed are recognised by their contents.
+    early = isinstance(manifest, dict) and "format" not in manifest and manifest.keys() >= _EARLY
+    if not early and (not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT):
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise SplitleakError(
+            f"{path} is not a splitleak audit manifest (format {found!r}, expected "
+            f"{MANIFEST_FORMAT!r}); use another --out, or move the file away"
+        )
+    return manifest
+
+
 def write_manifest(
     out: Path,
     cfg: AuditConfig,
@@ -93,10 +127,10 @@ def write_manifest(
     the same report.
     """
     victims = [(0, victim), *sorted((others or {}).items())]
-    previous = read_json(out / MANIFEST) if (out / MANIFEST).is_file() else {}
+    previous = read_manifest(out) if (out / MANIFEST).is_file() else {}
     costs = split_costs(victim.model, victim.architecture.input_shape)
     manifest = {
-        "format": "splitleak-audit/1",
+        "format": MANIFEST_FORMAT,
         "created": previous.get("created") or datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
         "budget": {"name": cfg.budget, **budget.model_dump(mode="json")},
@@ -240,7 +274,7 @@ def run_audit(
 def check_out_dir(out: Path, cfg: AuditConfig) -> None:
     """Refuse to mix two different audits in one folder."""
     if (out / MANIFEST).is_file():
-        previous = read_json(out / MANIFEST).get("config", {})
+        previous = read_manifest(out).get("config", {})
         if previous:  # defaults filled in: a manifest from before a new option still matches
             previous = AuditConfig.model_validate(previous).model_dump(mode="json")
         if previous and previous != cfg.model_dump(mode="json"):

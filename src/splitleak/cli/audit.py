@@ -157,11 +157,8 @@ def _print_grid(cells: list[Any]) -> None:
 @app.command("report")
 def report_cmd(directory: Annotated[Path, typer.Argument(help="an audit folder")]) -> None:
     """Re-render an audit's report from its stored results alone."""
+    from splitleak.audit.pipeline import read_manifest
     from splitleak.report.html import render_report
 
-    if not (directory / "audit.json").is_file():
-        raise SplitleakError(
-            f"{directory} is not an audit folder (no audit.json); "
-            "run `splitleak audit --out DIR` first"
-        )
+    read_manifest(directory)  # a missing or damaged manifest is one line, not a traceback
     console.print(f"report: {render_report(directory)}")

@@ -137,6 +137,10 @@ def serve_cmd(
     tls = TlsFiles(ssl_certfile, ssl_keyfile, ssl_ca_certs)
     tls.check()
     check_port_free(host, port)  # before the victim is loaded (or trained)
+    if capture is not None:
+        from splitleak.preflight import check_output_dir
+
+        check_output_dir(capture, must_not_exist=False, option="--capture")
     if not _is_loopback(host) and tls.certfile is None:
         err_console.print("[yellow]warning:[/] no TLS: the token and features travel in clear")
     service, store = _service(

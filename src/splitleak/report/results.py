@@ -11,7 +11,6 @@ from typing import Any
 
 from splitleak.checks import data_overlap
 from splitleak.planner import Constraints, SplitCost, plan_record, plan_rows
-from splitleak.records import read_json
 from splitleak.report.published import ACCURACY, published
 from splitleak.store import ResultStore
 
@@ -64,7 +63,9 @@ def _published_cell(arch: str, cell: dict[str, Any]) -> list[float] | None:
 
 def assemble(directory: Path) -> dict[str, Any]:
     """Every number of an audit: attack table, defenses, split sweep, plan and verdicts."""
-    manifest = read_json(directory / "audit.json")
+    from splitleak.audit.pipeline import read_manifest
+
+    manifest = read_manifest(directory)
     store = ResultStore(directory)
     arch = manifest["victim"]["architecture"]
     cells = [{**c, "stored": store.has(c["key"])} for c in manifest["cells"]]
