@@ -39,10 +39,17 @@ def cell_key(kind: str, config: dict[str, Any]) -> str:
 
 def store_dir(explicit: Path | None, default: Path) -> Path:
     """Where a command keeps its cells: ``--store``, else ``$SPLITLEAK_STORE``, else ``default``."""
-    if explicit is not None:
-        return explicit
     env = os.environ.get(STORE_ENV)
-    return Path(env) if env else default
+    if explicit is None and not env:
+        return default
+    from splitleak.preflight import check_output_dir
+
+    chosen = explicit if explicit is not None else Path(env or "")
+    # A store that is a file, lies under one or cannot be written: one line, before any work.
+    check_output_dir(
+        chosen, must_not_exist=False, option="--store" if explicit else f"${STORE_ENV}"
+    )
+    return chosen
 
 
 class ResultStore:

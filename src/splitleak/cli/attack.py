@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -99,7 +100,7 @@ def attack_cmd(
     from splitleak.layering import resolve_attack_config
     from splitleak.preflight import check_attack, check_output_dir
     from splitleak.runs import attack_run, default_run_dir
-    from splitleak.store import ResultStore
+    from splitleak.store import STORE_ENV, ResultStore, store_dir
 
     flags = {
         **victim_flags(model, dataset, data_dir, download, checkpoint, epochs),
@@ -124,6 +125,8 @@ def attack_cmd(
     dest = out or default_run_dir(Path("runs"), cfg.attack, Path(cfg.victim.model).stem, cfg.split)
     check_output_dir(dest, must_not_exist=True)
     check_attack(cfg)
+    # --store (or $SPLITLEAK_STORE): reuse a cell computed by any command or benchmark.
+    shared_root = store_dir(store, dest) if store or os.environ.get(STORE_ENV) else None
     compute = cfg.compute.resolve()
     compute.apply_threads()
     if features is not None or reference is not None:  # the curious cloud's capture
@@ -131,13 +134,7 @@ def attack_cmd(
 
         return attack_features(cfg, features, reference, dest, compute)
     victim = load_victim(cfg.victim, compute=compute)
-    # --store (or $SPLITLEAK_STORE): reuse a cell computed by any command or benchmark.
-    import os
-
-    from splitleak.store import STORE_ENV
-
-    location = store or (Path(os.environ[STORE_ENV]) if os.environ.get(STORE_ENV) else None)
-    shared = ResultStore(location) if location is not None else None
+    shared = ResultStore(shared_root) if shared_root is not None else None
     run = attack_run(cfg, victim=victim, out=dest, store=shared, progress=False)
     print_run(run)
     record = {"config": cfg.model_dump(mode="json"), "summary": run.summary,

@@ -38,6 +38,7 @@ from splitleak.cli.options import (
     victim_and_base,
 )
 from splitleak.preflight import check_output_dir
+from splitleak.store import store_dir
 
 
 @app.command("defend")
@@ -53,7 +54,7 @@ def defend_cmd(
         ),
     ] = None,
     attacks: AttacksOpt = "whitebox",
-    draws: Annotated[int, typer.Option(help="defense draws for accuracy")] = 3,
+    draws: Annotated[int, typer.Option(min=1, help="defense draws for accuracy")] = 3,
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow epochs")] = 50,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
@@ -78,6 +79,7 @@ def defend_cmd(
     families = [parse_family(f) for f in family] if family else list(DEFAULT_FAMILIES)
     attack_list = parse_attacks(attacks)
     check_output_dir(out, must_not_exist=False)
+    store_dir(store, out)  # a bad --store fails here, not after the victim is trained
     victim, base = victim_and_base(
         model,
         dataset,
@@ -120,7 +122,7 @@ def _print_warnings(out: Path, points: list[dict], cells: Path | None = None) ->
     ``cells``: the ``--store`` the study used (default: ``$SPLITLEAK_STORE``, else ``out``).
     """
     from splitleak.cli.attack import print_warnings
-    from splitleak.store import ResultStore, store_dir
+    from splitleak.store import ResultStore
 
     store = ResultStore(store_dir(cells, out))
     keys = list(dict.fromkeys(p["key"] for p in points))
@@ -155,6 +157,7 @@ def sweep_splits_cmd(
     check_executor(executor, workers, address)
     attack_list = parse_attacks(attacks)
     check_output_dir(out, must_not_exist=False)
+    store_dir(store, out)  # a bad --store fails here, not after the victim is trained
     victim, base = victim_and_base(
         model,
         dataset,
@@ -230,6 +233,7 @@ def plan_cmd(
         min_accuracy=min_accuracy,
     )
     check_output_dir(out, must_not_exist=False)
+    store_dir(store, out)  # a bad --store fails here, not after the victim is trained
     victim, base = victim_and_base(
         model,
         dataset,
