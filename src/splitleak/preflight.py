@@ -172,6 +172,23 @@ def check_output_dir(path: Path, *, must_not_exist: bool, option: str = "--out")
         ) from None
 
 
+def check_output_file(path: Path, *, option: str) -> None:
+    """A file a command will write at the end: not a folder, in a folder that can be written.
+
+    An existing file is replaced (atomically, by :func:`splitleak.records.write_json` and
+    friends); a missing parent folder is created then, so only its nearest existing
+    ancestor has to be writable.
+    """
+    if path.is_dir():
+        raise SplitleakError(f"{option} {path} is a folder; give a file name")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SplitleakError(f"{option} {path} lies under the file {ancestor}; give another path")
+    check_output_dir(ancestor, must_not_exist=False, option=option)  # the writability probe
+
+
 def _build(arch: Architecture, spec: str) -> nn.Module:
     try:
         return arch.build()

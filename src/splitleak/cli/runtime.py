@@ -226,6 +226,11 @@ def edge_cmd(
     if feature_dtype not in WIRE_DTYPES:
         raise SplitleakError(f"--feature-dtype takes one of {', '.join(WIRE_DTYPES)}")
     token = read_token(token_file)
+    from splitleak.preflight import check_output_file
+
+    for path, option in ((save_inputs, "--save-inputs"), (out, "--out")):
+        if path is not None:  # written after the features were sent: checked before
+            check_output_file(path, option=option)
     _need_runtime_extra()
     from splitleak.experiment import load_victim
     from splitleak.runtime.client import EdgeClient, HttpTransport, client_ssl_context

@@ -145,6 +145,18 @@ class HttpTransport:
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise SplitleakError(f"--url must start with http:// or https://, got {url!r}")
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as err:
+            raise SplitleakError(f"--url {url!r} is not a valid URL ({err})") from None
+        if not parsed.host:
+            raise SplitleakError(f"--url {url!r} names no host; give http://HOST:PORT")
+        if parsed.port is not None and not 1 <= parsed.port <= 65535:
+            raise SplitleakError(f"--url {url!r}: port {parsed.port} is not in 1..65535")
+        if not timeout_s > 0:
+            raise SplitleakError(
+                f"--timeout must be positive (seconds per attempt), got {timeout_s}"
+            )
         self.url, self.retries, self.backoff_s = url.rstrip("/"), retries, backoff_s
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
