@@ -258,6 +258,9 @@ def test_cached_decoder_is_reused_and_other_settings_retrain(mnist_victim, tmp_p
     assert second.reused_ is True
     assert torch.equal(first.reconstruct(z).images, second.reconstruct(z).images)
     assert second.reconstruct(z).info["decoder_reused"] is True
+    # The reused decoder reports the loss history it was trained with (one epoch here).
+    history = first.reconstruct(z).info["loss_history"]
+    assert len(history) == 1 and second.reconstruct(z).info["loss_history"] == history
     # Other settings train a new decoder with other weights.
     for other in ({"epochs": 2}, {"seed": 1}, {"lr": 3e-3}):
         retrained = fit(nn.Identity(), **other)
@@ -324,3 +327,6 @@ def test_model_reconstruction_beats_the_mean_image(mnist_victim, tmp_path):
     assert score > baseline + 3, (score, baseline)
     info = run.provenance["reconstruction_info"]
     assert info["shadow_reused"] is False and info["shadow_final_loss"] is not None
+    # The convergence record travels with the result: one loss per epoch, the last the final.
+    assert len(info["shadow_loss_history"]) == 3
+    assert info["shadow_loss_history"][-1] == info["shadow_final_loss"]

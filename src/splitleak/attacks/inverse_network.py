@@ -122,9 +122,11 @@ class InverseNetwork(TrainedAttackMixin):
             raise NotFittedError("call fit(access, data) before reconstruct(z)")
         check_features(z, self.feature_shape_)
         x = self.decoder_(z)
+        history = self.meta_.get("loss_history") or [None]
         info = {
             "decoder_reused": self.reused_,
-            "final_train_loss": (self.meta_.get("loss_history") or [None])[-1],
+            "final_train_loss": history[-1],
+            "loss_history": history,  # per epoch: the convergence record kept with results
         }
         return Reconstruction(images=self.inputs_.normalization.denormalize(x), x=x, info=info)
 

@@ -89,6 +89,7 @@ class SurrogateInversion(TrainedAttackMixin):
             {
                 "shadow_reused": self.reused_,
                 "shadow_final_loss": history[-1],
+                "shadow_loss_history": history,  # per epoch: the convergence record
                 "shadow_train_accuracy": self.meta_.get("train_accuracy"),
             }
         )
