@@ -2,18 +2,22 @@
 
     python benchmarks/cifar10_grid.py --threads 1                 # run what is missing
     python benchmarks/cifar10_grid.py --max-cells 3 --threads 1   # a bounded chunk
+    python benchmarks/cifar10_grid.py --splits conv11 --threads 1 # one process per split set
     python benchmarks/cifar10_grid.py --status                    # what is done, what is left
     python benchmarks/cifar10_grid.py --report                    # markdown tables
 
 Every finished cell is written at once to ``results/cifar10_grid/cells/<key>.json``
-(atomically; the key hashes the cell's full configuration and the victim checkpoint), so a
-killed or time-limited run loses at most the cell in progress and a rerun — in this session
-or a later one, after ``git pull`` — computes only the missing cells. Commit the cell files.
+(atomically; the key hashes the cell's full configuration, the victim's configuration and
+the attacks' resolved precision), so a killed or time-limited run loses at most the cell in
+progress and a rerun — in this session or a later one, after ``git pull`` — computes only the
+missing cells. Commit the cell files. With the default ``--precision auto`` a cell finished in
+bf16 (on a CPU with fast bf16) or in fp32 (elsewhere) counts as done on any machine, and
+``--report`` prints each cell's precision.
 
 The victim is the authors' recipe (50 epochs, batch 32, Adam/AMSGrad, flip + affine
-augmentation) trained with ``--precision`` (default auto: bf16 autocast on CPUs with fast
-bf16); its checkpoint lives in ``results/cifar10_grid/cache/models`` and an interrupted
-training run resumes from its ``.partial`` state there. Decoders and shadows are trained
+augmentation) trained with ``--victim-precision`` (default bf16, the committed run's); its
+checkpoint lives in ``results/cifar10_grid/cache/models`` and an interrupted training run
+resumes from its ``.partial`` state there. Decoders and shadows are trained
 with the authors' budget: 50 epochs, batch 32 (``--attack-epochs``, ``--attack-batch-size``);
 their loss histories are kept in each cell as the convergence record.
 """
@@ -37,7 +41,9 @@ SPLITS = ["conv11", "ReLU22", "ReLU32"]
 GRID_DIR = RESULTS / "cifar10_grid"
 
 
-def grid(tables: list[str], protocols: list[str]) -> list[dict[str, Any]]:
+def grid(
+    tables: list[str], protocols: list[str], splits: list[str] = SPLITS
+) -> list[dict[str, Any]]:
     """Every cell of the requested tables: a dict of AttackConfig fields plus labels."""
     specs: list[dict[str, Any]] = []
     if "3" in tables:
@@ -67,7 +73,7 @@ def grid(tables: list[str], protocols: list[str]) -> list[dict[str, Any]]:
     return [
         {**spec, "split": split, "protocol": protocol}
         for spec in specs
-        for split in SPLITS
+        for split in splits
         for protocol in protocols
     ]
 
@@ -85,20 +91,40 @@ def attack_config(spec: dict[str, Any], victim: VictimConfig, args: argparse.Nam
     )
 
 
-def cell_path(cfg: AttackConfig) -> Path:
+def cell_path(cfg: AttackConfig, precision: str | None = None) -> Path:
     """Where a cell's record lives: a hash of its configuration, compute and settings resolved.
 
     The thread count is left out (it changes the speed, not the numbers) and ``auto`` is
-    resolved to this machine's device type and precision, so that a cell computed in bf16
-    is not taken for an fp32 one on another machine. The attack's settings are hashed as
-    its profile resolves them today, so a changed preset makes its cells missing again
-    instead of leaving records of the old settings under the new name.
+    resolved to this machine's device type and precision (or to ``precision`` when given), so
+    that a cell computed in bf16 is not taken for an fp32 one on another machine. The attack's
+    settings are hashed as its profile resolves them today, so a changed preset makes its
+    cells missing again instead of leaving records of the old settings under the new name.
     """
     identity = cfg.model_dump(mode="json", exclude={"compute"})
     compute = cfg.compute.resolve()
-    identity["compute"] = {"device": compute.device.type, "precision": compute.precision}
+    identity["compute"] = {
+        "device": compute.device.type,
+        "precision": precision or compute.precision,
+    }
     identity["settings"] = attack_settings(cfg, architecture="cifar10-net")
     return GRID_DIR / "cells" / f"{stable_hash(identity, length=20)}.json"
+
+
+def find_cell(cfg: AttackConfig) -> Path | None:
+    """The record of a finished cell, or None.
+
+    With ``--precision auto`` a cell measured in either full-quality precision counts as
+    done: this machine's own first, then the other of fp32 and bf16 (``auto`` is bf16 where
+    bf16 is fast and fp32 elsewhere, and ``results/precision.json`` measures the two within
+    each other's confidence intervals). So a session on an AVX2-only CPU continues the grid
+    in fp32 instead of recomputing the cells an AVX-512 BF16 machine finished, and the
+    report says each cell's precision. An explicit ``--precision`` accepts only its own.
+    """
+    candidates = [cell_path(cfg)]
+    if cfg.compute.precision == "auto":
+        own = cfg.compute.resolve().precision
+        candidates += [cell_path(cfg, p) for p in ("bf16", "fp32") if p != own]
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def reference(spec: dict[str, Any]) -> Any:
@@ -140,6 +166,11 @@ def main() -> None:
     )
     parser.add_argument("--tables", default="3,4,8,6")
     parser.add_argument("--protocols", default="paper,random")
+    parser.add_argument(
+        "--splits",
+        default=",".join(SPLITS),
+        help="the splits to run (two processes on disjoint splits can share the cells folder)",
+    )
     parser.add_argument("--n-eval", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--victim-epochs", type=int, default=50)
@@ -161,19 +192,23 @@ def main() -> None:
     victim_cfg = VictimConfig(
         model="cifar10-net", data_dir=args.data_dir, train=TrainSettings(epochs=args.victim_epochs)
     )
-    specs = grid(args.tables.split(","), args.protocols.split(","))
+    splits = args.splits.split(",")
+    if unknown := sorted(set(splits) - set(SPLITS)):
+        parser.error(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(SPLITS)}")
+    specs = grid(args.tables.split(","), args.protocols.split(","), splits)
     cells = [(s, attack_config(s, victim_cfg, args)) for s in specs]
-    done = [(s, c) for s, c in cells if cell_path(c).is_file()]
+    found = {id(c): find_cell(c) for _, c in cells}
+    done = [(s, c) for s, c in cells if found[id(c)] is not None]
     if args.status or args.report:
         print(f"{len(done)} of {len(cells)} cells done")
         for spec, cfg in cells:
-            path = cell_path(cfg)
-            if args.report and path.is_file():
+            path = found[id(cfg)]
+            if args.report and path is not None:
                 rec = read_json(path)
                 print(f"| T{spec['table']} | {spec['protocol']} | {spec['attack']} / {rec['row']} "
                       f"| {spec['split']} | {cell(rec['summary'], rec['published'])} "
-                      f"| {rec['seconds']} |")  # fmt: skip
-            elif args.status and not path.is_file():
+                      f"| {rec['seconds']} | {rec['compute'].get('precision')} |")  # fmt: skip
+            elif args.status and path is None:
                 print(f"missing: T{spec['table']} {spec['protocol']} {spec['attack']} "
                       f"{spec['row']} {spec['split']}")  # fmt: skip
         return
@@ -186,18 +221,18 @@ def main() -> None:
     compute.apply_threads()
     victim_compute = replace(compute, precision=args.victim_precision)
     if args.victim_precision == "bf16" and compute.device.type == "cpu" and not cpu_has_fast_bf16():
-        print("warning: this CPU has no fast bf16 (no AMX or AVX-512 BF16); training the victim "
-              "in bf16 here is emulated and ~15x slower than fp32 (measured on an AVX2-only "
-              "CPU: 5 against 75 img/s). Continue it where bf16 is fast or on a GPU.",
-              flush=True)  # fmt: skip
+        print("note: this CPU has no fast bf16 (no AMX or AVX-512 BF16): the attacks run in fp32, "
+              "and if the victim is not in the cache yet, training it in bf16 here is emulated "
+              "and ~15x slower than fp32 (measured on an AVX2-only CPU: 5 against 75 img/s); "
+              "train it where bf16 is fast or on a GPU.", flush=True)  # fmt: skip
     victim = load_victim(victim_cfg, compute=victim_compute)
     print(f"victim: test accuracy {victim.meta['test_accuracy']:.4f}; "
           f"{len(done)} of {len(cells)} cells already done", flush=True)  # fmt: skip
     new = 0
     for spec, cfg in cells:
-        path = cell_path(cfg)
-        if path.is_file():
+        if found[id(cfg)] is not None:
             continue
+        path = cell_path(cfg)
         if args.max_cells is not None and new >= args.max_cells:
             break
         record = run_cell(spec, cfg, victim)

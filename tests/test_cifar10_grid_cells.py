@@ -1,0 +1,76 @@
+"""The CIFAR-10 grid's cell lookup: which finished records count as done on this machine.
+
+A cell finished in bf16 on a CPU with fast bf16 must count as done where ``auto`` resolves
+to fp32 (and the reverse), so that sessions on different CPUs continue one grid; an explicit
+precision accepts only its own records.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+import cifar10_grid  # the benchmark itself
+
+from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
+
+VICTIM = VictimConfig(model="cifar10-net", train=TrainSettings(epochs=50))
+
+
+def config(precision: str) -> AttackConfig:
+    return AttackConfig(
+        victim=VICTIM,
+        attack="inverse-network",
+        attacker_data="same-set",
+        split="conv11",
+        compute=ComputeSettings(device="cpu", precision=precision),
+    )
+
+
+@pytest.fixture
+def grid_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar10_grid, "GRID_DIR", tmp_path)
+    (tmp_path / "cells").mkdir()
+    return tmp_path
+
+
+def own_and_other(monkeypatch) -> tuple[str, str]:
+    # Pin what ``auto`` resolves to (the site-wide default), so the test means the same on
+    # every CPU.
+    monkeypatch.setenv("SPLITLEAK_PRECISION", "fp32")
+    return "fp32", "bf16"
+
+
+def test_a_cell_finished_in_the_other_precision_counts_as_done_under_auto(grid_dir, monkeypatch):
+    own, other = own_and_other(monkeypatch)
+    cfg = config("auto")
+    assert cifar10_grid.find_cell(cfg) is None
+    elsewhere = cifar10_grid.cell_path(cfg, other)
+    elsewhere.write_text("{}")
+    assert cifar10_grid.find_cell(cfg) == elsewhere
+    # This machine's own record wins once it exists.
+    here = cifar10_grid.cell_path(cfg)
+    assert here != elsewhere and here == cifar10_grid.cell_path(cfg, own)
+    here.write_text("{}")
+    assert cifar10_grid.find_cell(cfg) == here
+
+
+def test_an_explicit_precision_accepts_only_its_own_records(grid_dir, monkeypatch):
+    own_and_other(monkeypatch)
+    cifar10_grid.cell_path(config("auto"), "bf16").write_text("{}")
+    assert cifar10_grid.find_cell(config("fp32")) is None
+    assert cifar10_grid.find_cell(config("bf16")) is not None
+
+
+def test_keys_differ_by_split_and_attack(grid_dir, monkeypatch):
+    own_and_other(monkeypatch)
+    base = config("auto")
+    assert cifar10_grid.cell_path(base) != cifar10_grid.cell_path(
+        base.model_copy(update={"split": "ReLU22"})
+    )
+    assert cifar10_grid.cell_path(base) != cifar10_grid.cell_path(
+        base.model_copy(update={"attacker_data": "noise"})
+    )
