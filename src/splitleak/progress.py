@@ -1,15 +1,81 @@
-"""The progress display of a batch of cells: cells done, cells running, and time left.
+"""Progress displays: the bar of one long loop, and that of a batch of cells.
 
-It counts cells across every worker of an executor: the driver calls :meth:`running` when a
-cell starts (on any worker) and :meth:`advance` when its result is stored.
+:func:`progress_bar` is every training and optimisation loop's bar (epochs, steps, bytes).
+On a terminal it is tqdm's bar; where stderr is a file (a background job, a cluster job's
+log) tqdm shows nothing, unless ``SPLITLEAK_PROGRESS=log`` (or ``log:SECONDS``) asks for one
+plain line per minute (or per ``SECONDS``) — enough to follow an hour-long decoder fit with
+``tail -f`` without filling the log. ``SPLITLEAK_PROGRESS=off`` hides the bars everywhere.
+
+:class:`CellProgress` counts cells across every worker of an executor: the driver calls
+:meth:`~CellProgress.running` when a cell starts (on any worker) and
+:meth:`~CellProgress.advance` when its result is stored.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tqdm.auto import tqdm
+
+from splitleak.errors import SplitleakError
+
+PROGRESS_ENV = "SPLITLEAK_PROGRESS"
+LOG_INTERVAL_S = 60.0
+
+
+def progress_mode() -> tuple[str, float]:
+    """``$SPLITLEAK_PROGRESS`` parsed: (``auto`` | ``log`` | ``off``, seconds between lines)."""
+    value = os.environ.get(PROGRESS_ENV, "").strip() or "auto"
+    mode, _, seconds = value.partition(":")
+    if mode in ("auto", "off") and not seconds:
+        return mode, LOG_INTERVAL_S
+    if mode == "log":
+        try:
+            interval = float(seconds) if seconds else LOG_INTERVAL_S
+        except ValueError:
+            interval = -1.0
+        if interval > 0:
+            return mode, interval
+    raise SplitleakError(
+        f"{PROGRESS_ENV}={value!r}: expected auto, off, log or log:SECONDS (e.g. log:30)"
+    )
+
+
+class _Lines:
+    """A file for tqdm that turns its carriage-return redraws into one line per update."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(iterable: Iterable[Any] | None = None, *, progress: bool, **kwargs: Any) -> Any:
+    """A tqdm bar over ``iterable`` (or a manual one, with ``total=``), shown as described above.
+
+    ``progress=False`` hides it whatever the environment says; ``kwargs`` go to tqdm.
+    """
+    mode, interval = progress_mode()
+    if not progress or mode == "off":
+        return tqdm(iterable, disable=True, **kwargs)
+    if mode == "log" and not sys.stderr.isatty():
+        kwargs = {**kwargs, "leave": True}
+        return tqdm(
+            iterable, file=_Lines(sys.stderr), mininterval=interval, maxinterval=interval,
+            ascii=True, dynamic_ncols=False, ncols=100, disable=False, **kwargs,
+        )  # fmt: skip
+    return tqdm(iterable, disable=None, **kwargs)
 
 
 class CellProgress:

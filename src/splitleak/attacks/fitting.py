@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from splitleak.compute import CPU_FP32, Compute
+from splitleak.progress import progress_bar
 
 
 def fit_module(
@@ -58,9 +58,7 @@ def fit_module(
     opt = torch.optim.Adam(module.parameters(), lr=lr, amsgrad=amsgrad, eps=adam_eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(halve_every, 1), gamma=0.5)
     history: list[float] = []
-    bar = tqdm(
-        range(epochs), desc=desc, disable=None if progress else True, leave=False, unit="epoch"
-    )
+    bar = progress_bar(range(epochs), progress=progress, desc=desc, leave=False, unit="epoch")
     for _ in bar:
         module.train()
         order = torch.randperm(len(x), generator=generator) if shuffle else torch.arange(len(x))

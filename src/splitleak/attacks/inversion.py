@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+
+from splitleak.progress import progress_bar
 
 
 def total_variation(x: torch.Tensor, *, beta: float) -> torch.Tensor:
@@ -75,7 +76,7 @@ def invert_features(
     every = max(steps // 100, 1)
     history: list[float] = []
     feature_history: list[float] = []
-    for step in tqdm(range(steps), desc=desc, disable=None if progress else True, leave=False):
+    for step in progress_bar(range(steps), progress=progress, desc=desc, leave=False):
         per_image = _feature_error(forward(x), z, mask)
         objective = per_image + tv_weight * total_variation(x, beta=tv_beta)
         if l2_weight:

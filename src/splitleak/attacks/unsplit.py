@@ -34,7 +34,6 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from tqdm.auto import tqdm
 
 from splitleak.attacks.access import StructureAccess, require
 from splitleak.attacks.base import Reconstruction, check_features
@@ -42,6 +41,7 @@ from splitleak.attacks.inversion import feature_converged, total_variation
 from splitleak.attacks.specs import NonNegativeFinite, PositiveFinite, Spec
 from splitleak.compute import CPU_FP32, Compute
 from splitleak.errors import NotFittedError
+from splitleak.progress import progress_bar
 
 
 class DataFreeSpec(Spec):
@@ -119,7 +119,7 @@ class UnSplit:
         weights = list(clone.parameters())  # none: the structure is all there is to know
         opt_m = torch.optim.Adam(weights, lr=self.model_lr) if weights else None
         history: list[float] = []
-        for _ in tqdm(range(self.rounds), desc="unsplit", disable=None if self.progress else True):
+        for _ in progress_bar(range(self.rounds), progress=self.progress, desc="unsplit"):
             clone.requires_grad_(False)
             for _ in range(self.input_steps):
                 error = (clone(x) - z).pow(2).flatten(1).mean(1)

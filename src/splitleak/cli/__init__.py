@@ -27,7 +27,10 @@ def _global_options(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks instead of one-line errors"),
 ) -> None:
     """Audit how much of an input an untrusted cloud rebuilds in split inference."""
+    from splitleak.progress import progress_mode
+
     _state["debug"] = debug
+    progress_mode()  # a bad $SPLITLEAK_PROGRESS fails here, before any work
 
 
 def _fail(message: str) -> None:

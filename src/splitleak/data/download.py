@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from tqdm import tqdm
-
 from splitleak.errors import DownloadError
+from splitleak.progress import progress_bar
 
 __all__ = ["download_file", "download_from_mirrors", "md5sum"]
 
@@ -136,13 +135,13 @@ def _fetch(url: str, out: IO[bytes], *, progress: bool, timeout: float, label: s
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             total = _content_length(response.headers.get("Content-Length"))
-            with tqdm(
+            with progress_bar(
+                progress=progress,
                 total=total,
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=label,
-                disable=None if progress else True,
                 leave=False,
             ) as bar:
                 while block := response.read(_CHUNK):

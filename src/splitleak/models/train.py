@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from splitleak.compute import CPU_FP32, Compute
 from splitleak.models.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 from splitleak.models.normalization import Normalization
+from splitleak.progress import progress_bar
 from splitleak.records import atomic_path, read_json, stable_hash, versions, write_json
 
 if TYPE_CHECKING:
@@ -151,10 +151,10 @@ def train_classifier(
         model.train()
         order = torch.randperm(len(x), generator=generator)
         batches = range(0, len(x), config.batch_size)
-        bar = tqdm(
+        bar = progress_bar(
             batches,
+            progress=progress,
             desc=f"{desc} {epoch + 1}/{config.epochs}",
-            disable=None if progress else True,
             leave=False,
             unit="batch",
         )
