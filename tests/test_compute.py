@@ -142,7 +142,7 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monke
     # Interrupt after the second epoch: the loop state of epoch 2 is on disk.
     import splitleak.models.train as train_module
 
-    real = train_module._save_state
+    real = train_module.save_loop_state
     calls = []
 
     def save_then_stop(*args, **kwargs):
@@ -151,10 +151,10 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tmp_path, monke
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_save_state", save_then_stop)
+    monkeypatch.setattr(train_module, "save_loop_state", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train_classifier(fresh(), x, y, config=cfg, progress=False, resume_dir=tmp_path)
-    monkeypatch.setattr(train_module, "_save_state", real)
+    monkeypatch.setattr(train_module, "save_loop_state", real)
     resumed = fresh()
     log = train_classifier(resumed, x, y, config=cfg, progress=False, resume_dir=tmp_path)
     assert len(log["loss"]) == 3

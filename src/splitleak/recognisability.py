@@ -103,14 +103,14 @@ def _evaluator_for(
     settings = {"epochs": epochs, "images": n, "seed": seed, "net": repr(module), "degraded": 1}
     target = {"dataset": train.name, "split": train.split, "fingerprint": train.fingerprint()}
 
-    def fit(net: nn.Module) -> dict[str, Any]:
+    def fit(net: nn.Module, resume_dir: Path | None) -> dict[str, Any]:
         subset = train.subset(rows)
         clean = subset.to_float()
         inputs = torch.cat([clean, degraded(clean, seed=seed)])
         labels = torch.cat([subset.labels, subset.labels])
         history = fit_module(
             net, inputs, labels, loss_fn=F.cross_entropy,
-            epochs=epochs, lr=1e-3, halve_every=10, batch_size=64, seed=seed,
+            epochs=epochs, lr=1e-3, halve_every=10, batch_size=64, seed=seed, resume_dir=resume_dir,
         )  # fmt: skip
         return {"loss_history": history}
 

@@ -6,6 +6,7 @@ everything that determines it (victim checkpoint, split point, attacker data, se
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,19 +35,26 @@ class ModuleCache:
         kind: str,
         module: nn.Module,
         settings: dict[str, Any],
-        train: Callable[[nn.Module], dict[str, Any]],
+        train: Callable[[nn.Module, Path | None], dict[str, Any]],
     ) -> tuple[nn.Module, dict[str, Any], bool]:
         """Load ``module``'s weights from the cache, or ``train`` it and store it.
 
-        Returns the module, its metadata and whether it was reused.
+        ``train(module, resume_dir)`` trains in place and returns metadata; a training loop
+        that saves its state in ``resume_dir`` after every epoch (``fit_module`` does) lets
+        an interrupted run continue there — ``<entry>.partial`` beside the cache entry, removed
+        once the entry is stored; None when there is no cache. Returns the module, its
+        metadata and whether it was reused.
         """
         identity = {"kind": kind, "target": self.target, "settings": settings}
         if self.directory is None:
-            return module, {**identity, **train(module)}, False
+            return module, {**identity, **train(module, None)}, False
         folder = self.directory / f"{kind}-{stable_hash(identity)}"
         if (folder / META_FILE).is_file():
             meta = load_checkpoint(folder, module, architecture=kind)
             return module.eval(), meta, True
-        meta = {"architecture": kind, **identity, **train(module), "versions": versions()}
+        partial = folder.with_name(folder.name + ".partial")
+        trained = train(module, partial)
+        meta = {"architecture": kind, **identity, **trained, "versions": versions()}
         save_checkpoint(folder, module, meta)
+        shutil.rmtree(partial, ignore_errors=True)
         return module, meta, False

@@ -10,11 +10,13 @@ AMSGrad with eps 1e-3 and reads the query set in order). Forward passes run unde
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from splitleak.compute import CPU_FP32, Compute
+from splitleak.models.loop_state import LoopState, load_loop_state, save_loop_state
 from splitleak.progress import progress_bar
 
 
@@ -36,6 +38,7 @@ def fit_module(
     progress: bool = False,
     desc: str = "fit",
     compute: Compute = CPU_FP32,
+    resume_dir: Path | None = None,
 ) -> list[float]:
     """Train ``module`` so that ``loss_fn(head(module(inputs)), targets)`` is small.
 
@@ -43,6 +46,10 @@ def fit_module(
     shadow is trained through the cloud part this way. ``module`` (and ``head``) are moved
     to ``compute``'s device (channels_last under mixed precision) and back to the CPU, in the
     default layout, at the end. Returns the mean loss per epoch.
+
+    ``resume_dir``: if given, the loop state is saved there after every epoch
+    (:mod:`splitleak.models.loop_state`) and a run interrupted earlier continues from its last
+    finished epoch, ending with the weights an uninterrupted run would have.
 
     Shapes: inputs (N, ...), targets (N, ...).
     """
@@ -57,9 +64,20 @@ def fit_module(
     x, y = compute.tensor(inputs), compute.tensor(targets)
     opt = torch.optim.Adam(module.parameters(), lr=lr, amsgrad=amsgrad, eps=adam_eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(halve_every, 1), gamma=0.5)
-    history: list[float] = []
-    bar = progress_bar(range(epochs), progress=progress, desc=desc, leave=False, unit="epoch")
-    for _ in bar:
+    state = LoopState()
+    if resume_dir is not None:
+        state = load_loop_state(resume_dir, module, opt, sched, generator) or state
+    history = state.history
+    bar = progress_bar(
+        range(state.epoch, epochs),
+        progress=progress,
+        desc=desc,
+        leave=False,
+        unit="epoch",
+        initial=state.epoch,
+        total=epochs,
+    )
+    for epoch in bar:
         module.train()
         order = torch.randperm(len(x), generator=generator) if shuffle else torch.arange(len(x))
         order = order.to(x.device)
@@ -76,6 +94,10 @@ def fit_module(
         sched.step()
         history.append(float(total) / max(len(x), 1))
         bar.set_postfix(loss=f"{history[-1]:.4g}")
+        if resume_dir is not None:
+            state.epoch = epoch + 1
+            settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+            save_loop_state(resume_dir, module, opt, sched, generator, state, settings)
     # Back on the CPU in the default layout: a fresh module then computes like one loaded
     # from the cache, and ``head`` (often the victim's own cloud part) is left as it came.
     module.eval().to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
@@ -140,6 +162,7 @@ class TrainedAttackMixin:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         head: nn.Module | None = None,
         desc: str,
+        resume_dir: Path | None = None,
     ) -> list[float]:
         return fit_module(
             module,
@@ -158,4 +181,5 @@ class TrainedAttackMixin:
             progress=self.progress,
             desc=desc,
             compute=self.compute,
+            resume_dir=resume_dir,
         )

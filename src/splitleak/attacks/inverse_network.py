@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -94,14 +95,16 @@ class InverseNetwork(TrainedAttackMixin):
             )
         x = access.inputs.normalization.normalize(data.pixels)
 
-        def train(module: torch.nn.Module) -> dict[str, Any]:
+        def train(module: torch.nn.Module, resume_dir: Path | None) -> dict[str, Any]:
             # Features computed once, reused every epoch; stored in the autocast dtype the
             # decoder's first layer would cast them to anyway (half the memory under bf16),
             # in the decoder's layout (channels_last under mixed precision, Compute.module).
             z = access.query(
                 x, dtype=self.compute.amp_dtype, channels_last=self.compute.channels_last(module)
             )
-            history = self._fit(module, z, x, loss_fn=F.mse_loss, desc="inverse network")
+            history = self._fit(
+                module, z, x, loss_fn=F.mse_loss, desc="inverse network", resume_dir=resume_dir
+            )
             return {"loss_history": history}
 
         cache = self.cache or ModuleCache(None, {})

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
@@ -44,9 +45,11 @@ class ModelReconstruction(SurrogateInversion):
             raise SplitleakError("the model-reconstruction attack needs attacker samples")
         x = access.inputs.normalization.normalize(data.pixels)
 
-        def train(module: nn.Module) -> dict[str, Any]:
+        def train(module: nn.Module, resume_dir: Path | None) -> dict[str, Any]:
             z = access.query(x)
-            history = self._fit(module, x, z, loss_fn=F.mse_loss, desc="shadow (imitate f1)")
+            history = self._fit(
+                module, x, z, loss_fn=F.mse_loss, desc="shadow (imitate f1)", resume_dir=resume_dir
+            )
             return {"loss_history": history}
 
         self._train_shadow("imitation", data, access.inputs, access.feature_shape, train)

@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,7 +57,7 @@ class ShadowModelInversion(SurrogateInversion):
         x = access.inputs.normalization.normalize(data.pixels)
         labels = data.labels
 
-        def train(module: nn.Module) -> dict[str, Any]:
+        def train(module: nn.Module, resume_dir: Path | None) -> dict[str, Any]:
             history = self._fit(
                 module,
                 x,
@@ -64,6 +65,7 @@ class ShadowModelInversion(SurrogateInversion):
                 loss_fn=F.cross_entropy,
                 head=access.cloud,
                 desc="shadow (via f2)",
+                resume_dir=resume_dir,
             )
             return {
                 "loss_history": history,

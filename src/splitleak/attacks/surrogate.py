@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,7 +66,7 @@ class SurrogateInversion(TrainedAttackMixin):
         data: AttackerSamples,
         inputs: InputSpec,
         feature_shape: tuple[int, ...],
-        train: Callable[[nn.Module], dict[str, Any]],
+        train: Callable[[nn.Module, Path | None], dict[str, Any]],
     ) -> None:
         cache = self.cache or ModuleCache(None, {})
         # The module's structure is part of the key: an edited shadow net is never reused.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,7 +90,7 @@ class FineTuned:
             data = TrainingData(data.inputs[: self.images], data.labels[: self.images])
         started = time.perf_counter()
 
-        def train(module: nn.Module) -> dict[str, Any]:
+        def train(module: nn.Module, _resume: Path | None) -> dict[str, Any]:
             with torch.enable_grad():  # callers may run under no_grad (accuracy sweeps)
                 history = _fine_tune(module, defended, data, self)
             return {"loss_history": history, "train_seconds": time.perf_counter() - started}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,7 +109,7 @@ class LearnedNoise:
             shape = tuple(edge(x[:1]).shape[1:])
         started = time.perf_counter()
 
-        def train(module: nn.Module) -> dict[str, Any]:
+        def train(module: nn.Module, _resume: Path | None) -> dict[str, Any]:
             with torch.enable_grad():  # callers may run under no_grad (accuracy sweeps)
                 history = _learn(module, edge, head, x, self._reference(shape), self)
             return {"loss_history": history, "train_seconds": time.perf_counter() - started}

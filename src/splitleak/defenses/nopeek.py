@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,7 +123,7 @@ class NoPeek:
             data = TrainingData(data.inputs[: self.images], data.labels[: self.images])
         started = time.perf_counter()
 
-        def train(module: nn.Module) -> dict[str, Any]:
+        def train(module: nn.Module, _resume: Path | None) -> dict[str, Any]:
             with torch.enable_grad():  # callers may run under no_grad (accuracy sweeps)
                 history = _train(module, context.split, data, self)
             return {**history, "train_seconds": time.perf_counter() - started}

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from splitleak.compute import CPU_FP32, Compute
 from splitleak.models.checkpoint import META_FILE, load_checkpoint, save_checkpoint
+from splitleak.models.loop_state import LoopState, load_loop_state, save_loop_state
 from splitleak.models.normalization import Normalization
 from splitleak.progress import progress_bar
-from splitleak.records import atomic_path, read_json, stable_hash, versions, write_json
+from splitleak.records import stable_hash, versions
 
 if TYPE_CHECKING:
     from splitleak.data import ImageDataset
@@ -93,16 +93,6 @@ def accuracy(
     return correct / max(len(x), 1)
 
 
-@dataclass
-class _State:
-    """Where an epoch loop stands (what a resumed run needs)."""
-
-    epoch: int = 0
-    history: list[float] | None = None
-    test_history: list[float] | None = None
-    epoch_seconds: list[float] | None = None
-
-
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(
         model.parameters(), lr=config.lr, eps=config.adam_eps, amsgrad=config.amsgrad
@@ -139,13 +129,11 @@ def train_classifier(
     generator = torch.Generator().manual_seed(config.seed)  # CPU stream: same order everywhere
     opt = _optimizer(model, config)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_halve_every, gamma=0.5)
-    state = _State(history=[], test_history=[], epoch_seconds=[])
+    state = LoopState()
     if resume_dir is not None:
-        state = _load_state(resume_dir, model, opt, sched, generator) or state
+        state = load_loop_state(resume_dir, model, opt, sched, generator) or state
     x_dev, y_dev = compute.tensor(x), compute.tensor(y)
     channels_last = compute.amp_dtype is not None and x.dim() == 4
-    assert state.history is not None and state.test_history is not None
-    assert state.epoch_seconds is not None
     for epoch in range(state.epoch, config.epochs):
         started = time.perf_counter()
         model.train()
@@ -179,86 +167,12 @@ def train_classifier(
         state.epoch_seconds.append(round(time.perf_counter() - started, 2))
         state.epoch = epoch + 1
         if resume_dir is not None:
-            _save_state(resume_dir, model, opt, sched, generator, state, config)
+            save_loop_state(resume_dir, model, opt, sched, generator, state, asdict(config))
     model.eval()
     out = {"loss": state.history, "epoch_seconds": state.epoch_seconds}
     if evaluate is not None:
         out["test_accuracy"] = state.test_history
     return out
-
-
-STATE_WEIGHTS = "state.safetensors"
-STATE_META = "state.json"
-
-
-def _save_state(
-    directory: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    generator: torch.Generator,
-    state: _State,
-    config: TrainConfig,
-) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    opt_state = opt.state_dict()
-    for idx, entries in opt_state["state"].items():
-        for key, value in entries.items():
-            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tensors["generator"] = generator.get_state()
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / STATE_WEIGHTS) as tmp:
-        save_file(tensors, str(tmp))
-    write_json(
-        directory / STATE_META,
-        {
-            "epoch": state.epoch,
-            "history": state.history,
-            "test_history": state.test_history,
-            "epoch_seconds": state.epoch_seconds,
-            "param_groups": opt_state["param_groups"],
-            "scheduler": sched.state_dict(),
-            "config": asdict(config),
-            "weights_sha": stable_hash(sorted((k, v.shape) for k, v in tensors.items())),
-        },
-    )
-
-
-def _load_state(
-    directory: Path,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    generator: torch.Generator,
-) -> _State | None:
-    """Restore a saved loop state; None (start afresh) if there is none or it is unreadable."""
-    try:
-        meta = read_json(directory / STATE_META)
-        tensors = load_file(str(directory / STATE_WEIGHTS))
-        if meta.get("weights_sha") != stable_hash(sorted((k, v.shape) for k, v in tensors.items())):
-            return None  # the weights file is from another epoch than the metadata
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
-        for key, value in tensors.items():
-            if key.startswith("opt."):
-                _, idx, name = key.split(".", 2)
-                opt_state["state"].setdefault(int(idx), {})[name] = value
-        opt.load_state_dict(opt_state)
-        sched.load_state_dict(meta["scheduler"])
-        generator.set_state(tensors["generator"])
-    except (OSError, ValueError, KeyError, RuntimeError):
-        return None
-    device = next(model.parameters()).device
-    for entries in opt.state.values():
-        for key, value in entries.items():
-            if torch.is_tensor(value) and key != "step":
-                entries[key] = value.to(device)
-    return _State(
-        epoch=int(meta["epoch"]),
-        history=list(meta["history"]),
-        test_history=list(meta["test_history"]),
-        epoch_seconds=list(meta["epoch_seconds"]),
-    )
 
 
 @dataclass(frozen=True)

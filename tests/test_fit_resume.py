@@ -1,0 +1,112 @@
+"""A learned attack's training survives an interruption: the resumed fit equals a straight one.
+
+Oracle: the same fit run without interruption. The decoder, shadow and imitation fits of the
+CIFAR-10 grid take hours on a CPU; they continue from their last finished epoch instead of
+starting over.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import splitleak.attacks.fitting as fitting
+from splitleak.attacks.cache import ModuleCache
+from splitleak.attacks.fitting import fit_module
+
+EPOCHS = 4
+
+
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(96, 4, 5, 5, generator=g)
+    x = torch.randn(96, 1, 7, 7, generator=g)
+    return z, x
+
+
+def fresh() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.ConvTranspose2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 1, 1))
+
+
+def fit(module: nn.Module, **kwargs) -> list[float]:
+    z, x = data()
+    return fit_module(
+        module, z, x, loss_fn=F.mse_loss, epochs=EPOCHS, batch_size=16, halve_every=2, **kwargs
+    )
+
+
+def interrupt_after(monkeypatch, epochs: int) -> None:
+    real, calls = fitting.save_loop_state, []
+
+    def save_then_stop(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fitting, "save_loop_state", save_then_stop)
+
+
+def count_epochs(monkeypatch) -> list[int]:
+    real, calls = fitting.save_loop_state, []
+
+    def save_and_count(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+
+    monkeypatch.setattr(fitting, "save_loop_state", save_and_count)
+    return calls
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(p, q) for p, q in pairs)
+
+
+def test_a_resumed_fit_ends_with_the_weights_of_a_straight_one(tmp_path, monkeypatch):
+    straight = fresh()
+    history = fit(straight)
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(fresh(), resume_dir=tmp_path)
+    monkeypatch.undo()
+    resumed = fresh()
+    ran = count_epochs(monkeypatch)
+    resumed_history = fit(resumed, resume_dir=tmp_path)
+    assert len(ran) == EPOCHS - 2  # it continued, not started over
+    assert resumed_history == history  # the two saved epochs plus the two run now
+    assert same_weights(resumed, straight)
+
+
+def test_a_finished_state_trains_no_further(tmp_path, monkeypatch):
+    done = fresh()
+    fit(done, resume_dir=tmp_path)
+    again = fresh()  # starts from the initial weights, then loads the finished state
+    ran = count_epochs(monkeypatch)
+    fit(again, resume_dir=tmp_path)
+    assert ran == [] and same_weights(again, done)
+
+
+def test_the_cache_continues_an_interrupted_entry_and_then_drops_its_state(tmp_path, monkeypatch):
+    cache = ModuleCache(tmp_path, {"victim": "test"})
+
+    def train(module: nn.Module, resume_dir):
+        return {"loss_history": fit(module, resume_dir=resume_dir)}
+
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        cache.get_or_train("decoder", fresh(), {"epochs": EPOCHS}, train)
+    monkeypatch.undo()
+    (partial,) = tmp_path.glob("decoder-*.partial")
+    ran = count_epochs(monkeypatch)
+    module, meta, reused = cache.get_or_train("decoder", fresh(), {"epochs": EPOCHS}, train)
+    assert not reused and len(meta["loss_history"]) == EPOCHS and len(ran) == EPOCHS - 3
+    assert not partial.exists()
+    straight = fresh()
+    fit(straight)
+    assert same_weights(module, straight)
+    _, _, reused = cache.get_or_train("decoder", fresh(), {"epochs": EPOCHS}, train)
+    assert reused
