@@ -212,7 +212,7 @@ def priority(
 
 def measure(cfg: AttackConfig, victim: Victim) -> dict[str, Any]:
     started = time.perf_counter()
-    run = run_attack(cfg, victim=victim, progress=False)
+    run = run_attack(cfg, victim=victim, progress=True)  # a terminal, or SPLITLEAK_PROGRESS=log
     prov = run.provenance
     recog = prov["recognisability"]
     decision = verdicts(run.summary["ssim"]["mean"], recog)
