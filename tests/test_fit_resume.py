@@ -110,3 +110,56 @@ def test_the_cache_continues_an_interrupted_entry_and_then_drops_its_state(tmp_p
     assert same_weights(module, straight)
     _, _, reused = cache.get_or_train("decoder", fresh(), {"epochs": EPOCHS}, train)
     assert reused
+
+
+def test_a_kill_between_the_two_files_resumes_from_the_state_file_alone(tmp_path, monkeypatch):
+    # The readable state.json is written after the state file; a run killed in between
+    # leaves an older state.json, which must not be mixed with the newer weights.
+    import splitleak.models.loop_state as loop_state
+
+    real, calls = loop_state.write_json, []
+
+    def stale_copy(path, record):
+        calls.append(1)
+        if len(calls) < 3:  # the copies of epochs 1 and 2 are written; epoch 3's is lost
+            real(path, record)
+
+    monkeypatch.setattr(loop_state, "write_json", stale_copy)
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(fresh(), resume_dir=tmp_path)
+    monkeypatch.undo()
+    resumed = fresh()
+    ran = count_epochs(monkeypatch)
+    fit(resumed, resume_dir=tmp_path)
+    straight = fresh()
+    fit(straight)
+    assert len(ran) == EPOCHS - 3 and same_weights(resumed, straight)
+
+
+def test_a_damaged_state_file_starts_the_fit_afresh(tmp_path, monkeypatch):
+    fit(fresh(), resume_dir=tmp_path)
+    (tmp_path / "state.safetensors").write_bytes(b"not a state file at all")
+    ran = count_epochs(monkeypatch)
+    again = fresh()
+    fit(again, resume_dir=tmp_path)
+    straight = fresh()
+    fit(straight)
+    assert len(ran) == EPOCHS and same_weights(again, straight)
+
+
+def test_a_state_written_before_the_header_held_its_json_still_resumes(tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(fresh(), resume_dir=tmp_path)
+    monkeypatch.undo()
+    state = tmp_path / "state.safetensors"
+    save_file(load_file(str(state)), str(state))  # the older format: no JSON in the header
+    ran = count_epochs(monkeypatch)
+    resumed = fresh()
+    fit(resumed, resume_dir=tmp_path)
+    straight = fresh()
+    fit(straight)
+    assert len(ran) == EPOCHS - 2 and same_weights(resumed, straight)
