@@ -61,8 +61,17 @@ def grid(tables: list[str]) -> list[dict[str, Any]]:
     return cells
 
 
+#: SSIM from which the attacks are indistinguishable: a split point every attacker inverts
+#: (CIFAR-10 conv11 is linear and 64 channels wide) cannot show what attacker data matters.
+CEILING = 0.995
+
+
 def claims(rows: list[dict[str, Any]]) -> list[str]:
-    """Claims 2 and 3 of paper_results.md, judged on the measured paper-protocol SSIMs."""
+    """Claims 2 and 3 of paper_results.md, judged on the measured paper-protocol SSIMs.
+
+    Claim 2 holds where knowing the distribution brings the attacker nearer to knowing the
+    exact set than noise does; where every attacker is at the SSIM ceiling it is not judged.
+    """
 
     def ssim(table: str, split: str, row: Any) -> float | None:
         for r in rows:
@@ -83,10 +92,13 @@ def claims(rows: list[dict[str, Any]]) -> list[str]:
         if None not in (same_set, same_dist, noise):
             gap_known = abs(same_set - same_dist)  # type: ignore[operator]
             gap_noise = min(same_set, same_dist) - noise  # type: ignore[operator, type-var]
-            holds = gap_noise > gap_known
+            if min(same_set, same_dist, noise) >= CEILING:  # type: ignore[type-var]
+                verdict = f"cannot be judged: every attacker's SSIM is ≥ {CEILING} (ceiling)"
+            else:
+                verdict = "holds" if gap_noise > gap_known else "does not hold"
             out.append(
                 f"claim 2 at {split}: |same-set − same-distribution| SSIM = {gap_known:.3f}, "
-                f"known data − noise = {gap_noise:.3f} → {'holds' if holds else 'does not hold'}"
+                f"known data − noise = {gap_noise:.3f} → {verdict}"
             )
         pairs = [
             (ssim("6", split, (d, "same")), ssim("6", split, (d, "different")))

@@ -74,3 +74,22 @@ def test_keys_differ_by_split_and_attack(grid_dir, monkeypatch):
     assert cifar10_grid.cell_path(base) != cifar10_grid.cell_path(
         base.model_copy(update={"attacker_data": "noise"})
     )
+
+
+def row(table: str, split: str, key: str, ssim: float) -> dict:
+    return {"table": table, "split": split, "row_key": key, "protocol": "paper",
+            "summary": {"ssim": {"mean": ssim}}}  # fmt: skip
+
+
+def test_claim_2_is_judged_below_the_ceiling_and_not_at_it():
+    import threat_grid_tables
+
+    def claim_2(same_set: float, same_dist: float, noise: float) -> str:
+        rows = [row("4", "s", "same-set", same_set), row("4", "s", "same-distribution", same_dist),
+                row("4", "s", "noise", noise)]  # fmt: skip
+        (line,) = threat_grid_tables.claims(rows)
+        return line
+
+    assert claim_2(0.70, 0.68, 0.30).endswith("→ holds")
+    assert claim_2(0.70, 0.40, 0.35).endswith("→ does not hold")
+    assert "cannot be judged" in claim_2(1.0, 1.0, 0.9999)
