@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from common import RESULTS, cell
 
 from splitleak.attacks.factory import attack_settings
 from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
+from splitleak.errors import SplitleakError
+from splitleak.progress import progress_mode
 from splitleak.records import read_json, stable_hash, versions, write_json
 from splitleak.report.published import WHITEBOX, published
 
@@ -174,6 +177,10 @@ def main() -> None:
     parser.add_argument("--status", action="store_true", help="list done and missing cells")
     parser.add_argument("--report", action="store_true", help="print the tables")
     args = parser.parse_args()  # fmt: skip
+    try:
+        progress_mode()  # a bad SPLITLEAK_PROGRESS fails now, not after the victim loads
+    except SplitleakError as err:
+        parser.error(str(err))
     os.environ.setdefault("SPLITLEAK_CACHE", str(GRID_DIR / "cache"))
     victim_cfg = VictimConfig(
         model="cifar10-net", data_dir=args.data_dir, train=TrainSettings(epochs=args.victim_epochs)
@@ -205,6 +212,9 @@ def main() -> None:
             ]
             for line in threat_grid_tables.claims(rows) or ["claims 2 and 3: no split complete"]:
                 print(f"- {line}")
+            # The claims above may compare cells of both precisions; say how many of each.
+            by = Counter(read_json(p)["compute"].get("precision") for p in found.values() if p)
+            print("cells by precision: " + ", ".join(f"{k} {n}" for k, n in sorted(by.items())))
         return
     from dataclasses import replace
 

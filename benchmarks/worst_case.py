@@ -41,8 +41,10 @@ from common import RESULTS, print_markdown
 
 from splitleak.attacks.factory import attack_settings
 from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
+from splitleak.errors import SplitleakError
 from splitleak.experiment import Victim, default_cache_dir, load_victim, run_attack
 from splitleak.metrics import summarize
+from splitleak.progress import progress_mode
 from splitleak.records import read_json, stable_hash, versions, write_json
 from splitleak.report.results import verdicts
 
@@ -96,6 +98,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--small", action="store_true", help="1 victim, 20 images, short")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (and resume store)")
     args = parser.parse_args()
+    try:
+        progress_mode()  # a bad SPLITLEAK_PROGRESS fails now, not after the victims load
+    except SplitleakError as err:
+        parser.error(str(err))
     model = MODELS[args.model]
     args.epochs = args.epochs or model["epochs"]
     args.seeds = args.seeds or model["seeds"]

@@ -15,6 +15,8 @@ from torch import nn
 import splitleak.attacks.fitting as fitting
 from splitleak.attacks.cache import ModuleCache
 from splitleak.attacks.fitting import fit_module
+from splitleak.defenses import DefendedEdge
+from splitleak.defenses.noise import GaussianNoise
 
 EPOCHS = 4
 
@@ -33,9 +35,8 @@ def fresh() -> nn.Module:
 
 def fit(module: nn.Module, **kwargs) -> list[float]:
     z, x = data()
-    return fit_module(
-        module, z, x, loss_fn=F.mse_loss, epochs=EPOCHS, batch_size=16, halve_every=2, **kwargs
-    )
+    settings = {"epochs": EPOCHS, "batch_size": 16, "halve_every": 2, **kwargs}
+    return fit_module(module, z, x, loss_fn=F.mse_loss, **settings)
 
 
 def interrupt_after(monkeypatch, epochs: int) -> None:
@@ -163,3 +164,53 @@ def test_a_state_written_before_the_header_held_its_json_still_resumes(tmp_path,
     straight = fresh()
     fit(straight)
     assert len(ran) == EPOCHS - 2 and same_weights(resumed, straight)
+
+
+def defended() -> nn.Module:
+    # A shadow trained through the defense it attacks: the noise has its own random stream.
+    return DefendedEdge(fresh(), [GaussianNoise(0.5)], seed=3)
+
+
+def test_a_defended_module_continues_its_own_random_stream(tmp_path, monkeypatch):
+    straight = defended()
+    history = fit(straight)
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(defended(), resume_dir=tmp_path)
+    monkeypatch.undo()
+    resumed = defended()
+    assert fit(resumed, resume_dir=tmp_path) == history
+    assert same_weights(resumed, straight)
+
+
+def test_a_state_of_other_settings_is_not_resumed_and_changes_nothing(tmp_path, monkeypatch):
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(fresh(), resume_dir=tmp_path)
+    monkeypatch.undo()
+    ran = count_epochs(monkeypatch)
+    other = fresh()
+    fit(other, resume_dir=tmp_path, lr=5e-3)  # another learning rate: start afresh
+    straight = fresh()
+    fit(straight, lr=5e-3)
+    assert len(ran) == EPOCHS and same_weights(other, straight)
+
+
+def test_a_state_whose_step_count_lags_its_epoch_is_not_resumed(tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(fresh(), resume_dir=tmp_path)
+    monkeypatch.undo()
+    # The older format's failure: weights and moments of epoch 2, metadata of epoch 1.
+    state = tmp_path / "state.safetensors"
+    save_file(load_file(str(state)), str(state))
+    meta = json.loads((tmp_path / "state.json").read_text())
+    meta.update(epoch=1, history=meta["history"][:1], epoch_seconds=meta["epoch_seconds"][:1])
+    (tmp_path / "state.json").write_text(json.dumps(meta))
+    ran = count_epochs(monkeypatch)
+    fit(fresh(), resume_dir=tmp_path)
+    assert len(ran) == EPOCHS

@@ -23,8 +23,8 @@ def test_a_log_gets_one_plain_line_per_update_when_asked(monkeypatch, capsys):
     assert "4/4" in lines[-1]  # the bar is left at its final state
 
 
-@pytest.mark.parametrize("setting", ["", "auto", "off", "log"])
-def test_progress_false_is_silent_whatever_the_environment(monkeypatch, capsys, setting):
+@pytest.mark.parametrize("setting", ["", "auto", "off", "log", "loud"])
+def test_progress_false_is_silent_and_reads_no_setting(monkeypatch, capsys, setting):
     monkeypatch.setenv(PROGRESS_ENV, setting)
     assert run_bar(progress=False) == [0, 1, 2, 3]
     assert capsys.readouterr().err == ""

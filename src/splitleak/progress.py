@@ -66,8 +66,10 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, progress: bool, **kwa
 
     ``progress=False`` hides it whatever the environment says; ``kwargs`` go to tqdm.
     """
+    if not progress:
+        return tqdm(iterable, disable=True, **kwargs)
     mode, interval = progress_mode()
-    if not progress or mode == "off":
+    if mode == "off":
         return tqdm(iterable, disable=True, **kwargs)
     if mode == "log" and not sys.stderr.isatty():
         kwargs = {**kwargs, "leave": True}

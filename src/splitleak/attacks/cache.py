@@ -49,10 +49,11 @@ class ModuleCache:
         if self.directory is None:
             return module, {**identity, **train(module, None)}, False
         folder = self.directory / f"{kind}-{stable_hash(identity)}"
+        partial = folder.with_name(folder.name + ".partial")
         if (folder / META_FILE).is_file():
             meta = load_checkpoint(folder, module, architecture=kind)
+            shutil.rmtree(partial, ignore_errors=True)  # left by a run killed after saving
             return module.eval(), meta, True
-        partial = folder.with_name(folder.name + ".partial")
         trained = train(module, partial)
         meta = {"architecture": kind, **identity, **trained, "versions": versions()}
         save_checkpoint(folder, module, meta)

@@ -9,6 +9,7 @@ AMSGrad with eps 1e-3 and reads the query set in order). Forward passes run unde
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,9 +65,18 @@ def fit_module(
     x, y = compute.tensor(inputs), compute.tensor(targets)
     opt = torch.optim.Adam(module.parameters(), lr=lr, amsgrad=amsgrad, eps=adam_eps)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(halve_every, 1), gamma=0.5)
+    settings = {
+        "epochs": epochs, "lr": lr, "halve_every": halve_every, "batch_size": batch_size,
+        "amsgrad": amsgrad, "adam_eps": adam_eps, "shuffle": shuffle, "seed": seed,
+        "precision": compute.precision,
+    }  # fmt: skip
     state = LoopState()
     if resume_dir is not None:
-        state = load_loop_state(resume_dir, module, opt, sched, generator) or state
+        steps = math.ceil(len(x) / batch_size)
+        loaded = load_loop_state(
+            resume_dir, module, opt, sched, generator, settings, steps_per_epoch=steps
+        )
+        state = loaded or state
     history = state.history
     bar = progress_bar(
         range(state.epoch, epochs),
@@ -96,7 +106,6 @@ def fit_module(
         bar.set_postfix(loss=f"{history[-1]:.4g}")
         if resume_dir is not None:
             state.epoch = epoch + 1
-            settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
             save_loop_state(resume_dir, module, opt, sched, generator, state, settings)
     # Back on the CPU in the default layout: a fresh module then computes like one loaded
     # from the cache, and ``head`` (often the victim's own cloud part) is left as it came.

@@ -77,6 +77,17 @@ class DefendedEdge(nn.Module):
             self._device_generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._device_generators[key]
 
+    def random_state(self) -> dict[str, torch.Tensor]:
+        """The states of this edge's random streams, by device (for resumable training)."""
+        states = {"cpu": self.generator.get_state()}
+        states.update({key: gen.get_state() for key, gen in self._device_generators.items()})
+        return states
+
+    def set_random_state(self, states: dict[str, torch.Tensor]) -> None:
+        """Continue the streams :meth:`random_state` recorded."""
+        for key, state in states.items():
+            self.generator_for(torch.device(key)).set_state(state)
+
     def extra_repr(self) -> str:
         # The defenses are part of what a cached module trained through this edge depends on.
         return f"defenses={describe(self.defenses)}"

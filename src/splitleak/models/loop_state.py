@@ -11,6 +11,7 @@ both use it.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,17 @@ class LoopState:
     epoch_seconds: list[float] = field(default_factory=list)
 
 
+def _random_streams(model: nn.Module) -> dict[str, Any]:
+    # Submodules with random streams of their own (a defended edge's noise) expose
+    # random_state() / set_random_state(); a resumed loop must continue their draws too.
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if callable(getattr(m, "random_state", None))
+        and callable(getattr(m, "set_random_state", None))
+    }
+
+
 def save_loop_state(
     directory: Path,
     model: nn.Module,
@@ -47,13 +59,16 @@ def save_loop_state(
     state: LoopState,
     settings: dict[str, Any],
 ) -> None:
-    """Write the loop's state after an epoch; ``settings`` are recorded beside it."""
+    """Write the loop's state after an epoch; ``settings`` identify the loop (checked on load)."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_state = opt.state_dict()
     for idx, entries in opt_state["state"].items():
         for key, value in entries.items():
             tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     tensors["generator"] = generator.get_state()
+    for name, module in _random_streams(model).items():
+        for key, value in module.random_state().items():
+            tensors[f"rng/{name}/{key}"] = value
     meta = {
         "epoch": state.epoch,
         "history": state.history,
@@ -73,28 +88,65 @@ def save_loop_state(
     write_json(directory / STATE_META, meta)
 
 
+def _read(
+    directory: Path, settings: dict[str, Any], steps_per_epoch: int | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """The saved metadata and tensors, or None where they are missing, damaged or foreign."""
+    path = directory / STATE_WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = (f.metadata() or {}).get(META_KEY)
+        # States written before the header held the JSON have it only in state.json.
+        meta = json.loads(header) if header else read_json(directory / STATE_META)
+        tensors = load_file(str(path))
+    except (OSError, ValueError, SafetensorError):
+        return None
+    if meta.get("weights_sha") != stable_hash(sorted((k, v.shape) for k, v in tensors.items())):
+        return None
+    # Another loop's state (a settings key both know, with another value) is not resumed.
+    saved, now = meta.get("config") or {}, json.loads(json.dumps(settings))
+    if any(saved[k] != now[k] for k in saved.keys() & now.keys()):
+        return None
+    # The optimiser's step count must match the epoch (it would not where an older-format
+    # state.json lags its weights file by an epoch).
+    if steps_per_epoch is not None:
+        steps = {int(v) for k, v in tensors.items() if k.startswith("opt.") and k.endswith(".step")}
+        if steps and steps != {int(meta.get("epoch", -1)) * steps_per_epoch}:
+            return None
+    return meta, tensors
+
+
 def load_loop_state(
     directory: Path,
     model: nn.Module,
     opt: torch.optim.Optimizer,
     sched: Any,
     generator: torch.Generator,
+    settings: dict[str, Any],
+    *,
+    steps_per_epoch: int | None = None,
 ) -> LoopState | None:
-    """Restore a saved loop state; None (start afresh) if there is none or it is unreadable.
+    """Restore a saved loop state; None (start afresh, nothing changed) if there is none.
 
-    ``model`` and ``opt`` must already be on the loop's device: the weights are copied into
-    the existing parameters (keeping their memory layout) and the optimiser's moments are
-    moved there.
+    A state is not restored when it is unreadable, when it was saved with other
+    ``settings``, or when ``steps_per_epoch`` (optimiser steps per epoch) disagrees with its
+    epoch count. ``model`` and ``opt`` must already be on the loop's device: the weights are
+    copied into the existing parameters and the optimiser's moments are made like their
+    parameters (device, dtype, memory layout), as a fresh run makes them.
     """
+    found = _read(directory, settings, steps_per_epoch)
+    if found is None:
+        return None
+    meta, tensors = found
+    streams = _random_streams(model)
+    before = (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        copy.deepcopy(opt.state_dict()),
+        sched.state_dict(),
+        generator.get_state(),
+        {name: m.random_state() for name, m in streams.items()},
+    )
     try:
-        path = directory / STATE_WEIGHTS
-        with safe_open(str(path), framework="pt") as f:
-            header = (f.metadata() or {}).get(META_KEY)
-        # States written before the header held the JSON have it only in state.json.
-        meta = json.loads(header) if header else read_json(directory / STATE_META)
-        tensors = load_file(str(path))
-        if meta.get("weights_sha") != stable_hash(sorted((k, v.shape) for k, v in tensors.items())):
-            return None  # the weights file is from another epoch than the metadata
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
         for key, value in tensors.items():
@@ -104,16 +156,30 @@ def load_loop_state(
         opt.load_state_dict(opt_state)
         sched.load_state_dict(meta["scheduler"])
         generator.set_state(tensors["generator"])
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
+        for name, module in streams.items():
+            prefix = f"rng/{name}/"
+            module.set_random_state(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
+        state = LoopState(
+            epoch=int(meta["epoch"]),
+            history=list(meta["history"]),
+            test_history=list(meta["test_history"]),
+            epoch_seconds=list(meta["epoch_seconds"]),
+        )
+    except (ValueError, KeyError, RuntimeError, TypeError):
+        weights, opt_before, sched_before, gen_before, rng_before = before
+        model.load_state_dict(weights)
+        opt.load_state_dict(opt_before)
+        sched.load_state_dict(sched_before)
+        generator.set_state(gen_before)
+        for name, module in streams.items():
+            module.set_random_state(rng_before[name])
         return None
-    device = next(model.parameters()).device
-    for entries in opt.state.values():
-        for key, value in entries.items():
-            if torch.is_tensor(value) and key != "step":
-                entries[key] = value.to(device)
-    return LoopState(
-        epoch=int(meta["epoch"]),
-        history=list(meta["history"]),
-        test_history=list(meta["test_history"]),
-        epoch_seconds=list(meta["epoch_seconds"]),
-    )
+    for group in opt.param_groups:
+        for param in group["params"]:
+            for key, value in opt.state.get(param, {}).items():
+                if torch.is_tensor(value) and key != "step" and value.shape == param.shape:
+                    like = torch.empty_like(param, memory_format=torch.preserve_format)
+                    opt.state[param][key] = like.copy_(value)
+    return state

@@ -131,7 +131,13 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_halve_every, gamma=0.5)
     state = LoopState()
     if resume_dir is not None:
-        state = load_loop_state(resume_dir, model, opt, sched, generator) or state
+        steps = math.ceil(len(x) / config.batch_size)
+        state = (
+            load_loop_state(
+                resume_dir, model, opt, sched, generator, asdict(config), steps_per_epoch=steps
+            )
+            or state
+        )
     x_dev, y_dev = compute.tensor(x), compute.tensor(y)
     channels_last = compute.amp_dtype is not None and x.dim() == 4
     for epoch in range(state.epoch, config.epochs):
