@@ -103,7 +103,7 @@ def fit_module(
             total += loss.detach().float() * len(idx)
         sched.step()
         history.append(float(total) / max(len(x), 1))
-        bar.set_postfix(loss=f"{history[-1]:.4g}")
+        bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)  # shown at the next update
         if resume_dir is not None:
             state.epoch = epoch + 1
             save_loop_state(resume_dir, module, opt, sched, generator, state, settings)
