@@ -51,6 +51,14 @@ def interrupt_after(monkeypatch, epochs: int) -> None:
     monkeypatch.setattr(fitting, "save_loop_state", save_then_stop)
 
 
+def fit_interrupted(monkeypatch, tmp_path, epochs: int, make=None) -> None:
+    """Fit with a state in ``tmp_path``, killed after ``epochs`` epochs; undo every patch."""
+    interrupt_after(monkeypatch, epochs)
+    with pytest.raises(KeyboardInterrupt):
+        fit((make or fresh)(), resume_dir=tmp_path)
+    monkeypatch.undo()
+
+
 def count_epochs(monkeypatch) -> list[int]:
     real, calls = fitting.save_loop_state, []
 
@@ -70,10 +78,7 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
 def test_a_resumed_fit_ends_with_the_weights_of_a_straight_one(tmp_path, monkeypatch):
     straight = fresh()
     history = fit(straight)
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(fresh(), resume_dir=tmp_path)
-    monkeypatch.undo()
+    fit_interrupted(monkeypatch, tmp_path, 2, fresh)
     resumed = fresh()
     ran = count_epochs(monkeypatch)
     resumed_history = fit(resumed, resume_dir=tmp_path)
@@ -126,10 +131,7 @@ def test_a_kill_between_the_two_files_resumes_from_the_state_file_alone(tmp_path
             real(path, record)
 
     monkeypatch.setattr(loop_state, "write_json", stale_copy)
-    interrupt_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        fit(fresh(), resume_dir=tmp_path)
-    monkeypatch.undo()
+    fit_interrupted(monkeypatch, tmp_path, 3, fresh)
     resumed = fresh()
     ran = count_epochs(monkeypatch)
     fit(resumed, resume_dir=tmp_path)
@@ -152,10 +154,7 @@ def test_a_damaged_state_file_starts_the_fit_afresh(tmp_path, monkeypatch):
 def test_a_state_written_before_the_header_held_its_json_still_resumes(tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(fresh(), resume_dir=tmp_path)
-    monkeypatch.undo()
+    fit_interrupted(monkeypatch, tmp_path, 2, fresh)
     state = tmp_path / "state.safetensors"
     save_file(load_file(str(state)), str(state))  # the older format: no JSON in the header
     ran = count_epochs(monkeypatch)
@@ -174,20 +173,14 @@ def defended() -> nn.Module:
 def test_a_defended_module_continues_its_own_random_stream(tmp_path, monkeypatch):
     straight = defended()
     history = fit(straight)
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(defended(), resume_dir=tmp_path)
-    monkeypatch.undo()
+    fit_interrupted(monkeypatch, tmp_path, 2, defended)
     resumed = defended()
     assert fit(resumed, resume_dir=tmp_path) == history
     assert same_weights(resumed, straight)
 
 
 def test_a_state_of_other_settings_is_not_resumed_and_changes_nothing(tmp_path, monkeypatch):
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(fresh(), resume_dir=tmp_path)
-    monkeypatch.undo()
+    fit_interrupted(monkeypatch, tmp_path, 2, fresh)
     ran = count_epochs(monkeypatch)
     other = fresh()
     fit(other, resume_dir=tmp_path, lr=5e-3)  # another learning rate: start afresh
@@ -201,10 +194,7 @@ def test_a_state_whose_step_count_lags_its_epoch_is_not_resumed(tmp_path, monkey
 
     from safetensors.torch import load_file, save_file
 
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(fresh(), resume_dir=tmp_path)
-    monkeypatch.undo()
+    fit_interrupted(monkeypatch, tmp_path, 2, fresh)
     # The older format's failure: weights and moments of epoch 2, metadata of epoch 1.
     state = tmp_path / "state.safetensors"
     save_file(load_file(str(state)), str(state))
