@@ -194,26 +194,26 @@ def main() -> None:
     done = [(s, c) for s, c in cells if found[id(c)] is not None]
     if args.status or args.report:
         print(f"{len(done)} of {len(cells)} cells done")
+        # Each finished cell's record, read once for the table, the claims and the count.
+        records = {id(c): read_json(found[id(c)]) for _, c in done} if args.report else {}
         for spec, cfg in cells:
-            path = found[id(cfg)]
-            if args.report and path is not None:
-                rec = read_json(path)
+            rec = records.get(id(cfg))
+            if rec is not None:
                 print(f"| T{spec['table']} | {spec['protocol']} | {spec['attack']} / {rec['row']} "
                       f"| {spec['split']} | {cell(rec['summary'], rec['published'])} "
                       f"| {rec['seconds']} | {rec['compute'].get('precision')} |")  # fmt: skip
-            elif args.status and path is None:
+            elif args.status and found[id(cfg)] is None:
                 print(f"missing: T{spec['table']} {spec['protocol']} {spec['attack']} "
                       f"{spec['row']} {spec['split']}")  # fmt: skip
         if args.report:
             rows = [
-                {**spec, "row_key": str(spec["row"]), "summary": read_json(path)["summary"]}
-                for spec, cfg in cells
-                if (path := found[id(cfg)]) is not None
+                {**spec, "row_key": str(spec["row"]), "summary": records[id(cfg)]["summary"]}
+                for spec, cfg in done
             ]
             for line in threat_grid_tables.claims(rows) or ["claims 2 and 3: no split complete"]:
                 print(f"- {line}")
             # The claims above may compare cells of both precisions; say how many of each.
-            by = Counter(read_json(p)["compute"].get("precision") for p in found.values() if p)
+            by = Counter(rec["compute"].get("precision") for rec in records.values())
             print("cells by precision: " + ", ".join(f"{k} {n}" for k, n in sorted(by.items())))
         return
     from dataclasses import replace
