@@ -107,13 +107,22 @@ def find_cell(cfg: AttackConfig) -> Path | None:
     bf16 is fast and fp32 elsewhere, and ``results/precision.json`` measures the two within
     each other's confidence intervals). So a session on an AVX2-only CPU continues the grid
     in fp32 instead of recomputing the cells an AVX-512 BF16 machine finished, and the
-    report says each cell's precision. An explicit ``--precision`` accepts only its own.
+    report says each cell's precision. An explicit ``--precision`` accepts only its own. A
+    file that does not parse as a record (cut short by a crash) does not count.
     """
     candidates = [cell_path(cfg)]
     if cfg.compute.precision == "auto":
         own = cfg.compute.resolve().precision
         candidates += [cell_path(cfg, p) for p in ("bf16", "fp32") if p != own]
-    return next((path for path in candidates if path.is_file()), None)
+    return next((path for path in candidates if is_record(path)), None)
+
+
+def is_record(path: Path) -> bool:
+    """Whether ``path`` holds a finished cell's record (a damaged file is computed again)."""
+    try:
+        return "summary" in read_json(path)
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def reference(spec: dict[str, Any]) -> Any:

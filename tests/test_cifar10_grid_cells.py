@@ -37,6 +37,9 @@ def grid_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+RECORD = '{"summary": {}}'
+
+
 def own_and_other(monkeypatch) -> tuple[str, str]:
     # Pin what ``auto`` resolves to (the site-wide default), so the test means the same on
     # every CPU.
@@ -49,20 +52,31 @@ def test_a_cell_finished_in_the_other_precision_counts_as_done_under_auto(grid_d
     cfg = config("auto")
     assert cifar10_grid.find_cell(cfg) is None
     elsewhere = cifar10_grid.cell_path(cfg, other)
-    elsewhere.write_text("{}")
+    elsewhere.write_text(RECORD)
     assert cifar10_grid.find_cell(cfg) == elsewhere
     # This machine's own record wins once it exists.
     here = cifar10_grid.cell_path(cfg)
     assert here != elsewhere and here == cifar10_grid.cell_path(cfg, own)
-    here.write_text("{}")
+    here.write_text(RECORD)
     assert cifar10_grid.find_cell(cfg) == here
 
 
 def test_an_explicit_precision_accepts_only_its_own_records(grid_dir, monkeypatch):
     own_and_other(monkeypatch)
-    cifar10_grid.cell_path(config("auto"), "bf16").write_text("{}")
+    cifar10_grid.cell_path(config("auto"), "bf16").write_text(RECORD)
     assert cifar10_grid.find_cell(config("fp32")) is None
     assert cifar10_grid.find_cell(config("bf16")) is not None
+
+
+def test_a_damaged_record_counts_as_missing(grid_dir, monkeypatch):
+    own_and_other(monkeypatch)
+    cfg = config("auto")
+    path = cifar10_grid.cell_path(cfg)
+    for damaged in ("", '{"summary": {"psnr"', "[]"):
+        path.write_text(damaged)
+        assert cifar10_grid.find_cell(cfg) is None, damaged
+    path.write_text(RECORD)
+    assert cifar10_grid.find_cell(cfg) == path
 
 
 def test_keys_differ_by_split_and_attack(grid_dir, monkeypatch):

@@ -14,9 +14,10 @@ from torch import nn
 
 import splitleak.attacks.fitting as fitting
 from splitleak.attacks.cache import ModuleCache
-from splitleak.attacks.fitting import fit_module
+from splitleak.attacks.fitting import FitRecord, fit_module
 from splitleak.defenses import DefendedEdge
 from splitleak.defenses.noise import GaussianNoise
+from splitleak.models.loop_state import DivergedError
 
 EPOCHS = 4
 
@@ -33,10 +34,10 @@ def fresh() -> nn.Module:
     return nn.Sequential(nn.ConvTranspose2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 1, 1))
 
 
-def fit(module: nn.Module, **kwargs) -> list[float]:
+def fit(module: nn.Module, **kwargs) -> FitRecord:
     z, x = data()
-    settings = {"epochs": EPOCHS, "batch_size": 16, "halve_every": 2, **kwargs}
-    return fit_module(module, z, x, loss_fn=F.mse_loss, **settings)
+    settings = {"epochs": EPOCHS, "batch_size": 16, "halve_every": 2, "loss_fn": F.mse_loss}
+    return fit_module(module, z, x, **{**settings, **kwargs})
 
 
 def interrupt_after(monkeypatch, epochs: int) -> None:
@@ -81,10 +82,13 @@ def test_a_resumed_fit_ends_with_the_weights_of_a_straight_one(tmp_path, monkeyp
     fit_interrupted(monkeypatch, tmp_path, 2, fresh)
     resumed = fresh()
     ran = count_epochs(monkeypatch)
-    resumed_history = fit(resumed, resume_dir=tmp_path)
+    record = fit(resumed, resume_dir=tmp_path)
     assert len(ran) == EPOCHS - 2  # it continued, not started over
-    assert resumed_history == history  # the two saved epochs plus the two run now
+    assert record.history == history.history  # the two saved epochs plus the two run now
     assert same_weights(resumed, straight)
+    # The record says so: the seconds of all four epochs, two of them from the first run.
+    assert history.resumed_from_epoch == 0 and record.resumed_from_epoch == 2
+    assert len(record.epoch_seconds) == EPOCHS and record.meta()["resumed_from_epoch"] == 2
 
 
 def test_a_finished_state_trains_no_further(tmp_path, monkeypatch):
@@ -100,7 +104,7 @@ def test_the_cache_continues_an_interrupted_entry_and_then_drops_its_state(tmp_p
     cache = ModuleCache(tmp_path, {"victim": "test"})
 
     def train(module: nn.Module, resume_dir):
-        return {"loss_history": fit(module, resume_dir=resume_dir)}
+        return fit(module, resume_dir=resume_dir).meta()
 
     interrupt_after(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
@@ -110,6 +114,7 @@ def test_the_cache_continues_an_interrupted_entry_and_then_drops_its_state(tmp_p
     ran = count_epochs(monkeypatch)
     module, meta, reused = cache.get_or_train("decoder", fresh(), {"epochs": EPOCHS}, train)
     assert not reused and len(meta["loss_history"]) == EPOCHS and len(ran) == EPOCHS - 3
+    assert meta["resumed_from_epoch"] == 3 and len(meta["epoch_seconds"]) == EPOCHS
     assert not partial.exists()
     straight = fresh()
     fit(straight)
@@ -175,7 +180,7 @@ def test_a_defended_module_continues_its_own_random_stream(tmp_path, monkeypatch
     history = fit(straight)
     fit_interrupted(monkeypatch, tmp_path, 2, defended)
     resumed = defended()
-    assert fit(resumed, resume_dir=tmp_path) == history
+    assert fit(resumed, resume_dir=tmp_path).history == history.history
     assert same_weights(resumed, straight)
 
 
@@ -204,3 +209,38 @@ def test_a_state_whose_step_count_lags_its_epoch_is_not_resumed(tmp_path, monkey
     ran = count_epochs(monkeypatch)
     fit(fresh(), resume_dir=tmp_path)
     assert len(ran) == EPOCHS
+
+
+def test_a_state_of_a_version_with_other_setting_keys_is_not_resumed(tmp_path, monkeypatch):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    fit_interrupted(monkeypatch, tmp_path, 2, fresh)
+    state = tmp_path / "state.safetensors"
+    with safe_open(str(state), framework="pt") as f:
+        header = f.metadata()
+    meta = json.loads(header["splitleak.loop_state"])
+    del meta["config"]["adam_eps"]  # as if saved by a version without this setting
+    header["splitleak.loop_state"] = json.dumps(meta)
+    save_file(load_file(str(state)), str(state), metadata=header)
+    ran = count_epochs(monkeypatch)
+    fit(fresh(), resume_dir=tmp_path)
+    assert len(ran) == EPOCHS
+
+
+def test_a_diverged_fit_stops_before_saving_its_nan_epoch(tmp_path):
+    import json
+
+    calls = []
+
+    def nan_after_the_first_epoch(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls.append(1)  # 96 samples in batches of 16: six steps per epoch
+        loss = F.mse_loss(out, target)
+        return loss * float("nan") if len(calls) > 6 else loss
+
+    with pytest.raises(DivergedError, match="epoch 2"):
+        fit(fresh(), resume_dir=tmp_path, loss_fn=nan_after_the_first_epoch)
+    meta = json.loads((tmp_path / "state.json").read_text())
+    assert meta["epoch"] == 1 and len(meta["history"]) == 1  # the finite epoch, kept

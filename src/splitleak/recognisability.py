@@ -110,11 +110,11 @@ def _evaluator_for(
         clean = subset.to_float()
         inputs = torch.cat([clean, degraded(clean, seed=seed)])
         labels = torch.cat([subset.labels, subset.labels])
-        history = fit_module(
+        record = fit_module(
             net, inputs, labels, loss_fn=F.cross_entropy,
             epochs=epochs, lr=1e-3, halve_every=10, batch_size=64, seed=seed,
         )  # fmt: skip
-        return {"loss_history": history}
+        return record.meta()
 
     cache = ModuleCache(cache_dir, target)
     net, meta, _ = cache.get_or_train("evaluator", module, settings, fit)

@@ -52,6 +52,10 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
     try:
         yield Path(tmp)
+        # On disk before the rename: after a power loss the name holds the old file or the
+        # whole new one, never an empty one (a resumable run trusts what it finds).
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

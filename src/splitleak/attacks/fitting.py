@@ -10,15 +10,45 @@ AMSGrad with eps 1e-3 and reads the query set in order). Forward passes run unde
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from splitleak.compute import CPU_FP32, Compute
-from splitleak.models.loop_state import LoopState, load_loop_state, save_loop_state
+from splitleak.models.loop_state import (
+    LoopState,
+    check_finite,
+    load_loop_state,
+    save_loop_state,
+)
 from splitleak.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """What a fit recorded: the mean loss and the seconds of every epoch.
+
+    ``resumed_from_epoch`` is the number of epochs an earlier, interrupted run had finished
+    (0 for a fit run in one go); the seconds of those epochs were measured by that run.
+    """
+
+    history: list[float]
+    epoch_seconds: list[float]
+    resumed_from_epoch: int = 0
+
+    def meta(self) -> dict[str, Any]:
+        """The record as cache metadata (the ``loss_history`` results keep)."""
+        return {
+            "loss_history": self.history,
+            "epoch_seconds": self.epoch_seconds,
+            "train_seconds": round(sum(self.epoch_seconds), 1),
+            "resumed_from_epoch": self.resumed_from_epoch,
+        }
 
 
 def fit_module(
@@ -40,13 +70,13 @@ def fit_module(
     desc: str = "fit",
     compute: Compute = CPU_FP32,
     resume_dir: Path | None = None,
-) -> list[float]:
+) -> FitRecord:
     """Train ``module`` so that ``loss_fn(head(module(inputs)), targets)`` is small.
 
     ``head`` (optional, frozen by the caller) is applied after ``module``: the query-free
     shadow is trained through the cloud part this way. ``module`` (and ``head``) are moved
     to ``compute``'s device (channels_last under mixed precision) and back to the CPU, in the
-    default layout, at the end. Returns the mean loss per epoch.
+    default layout, at the end. Returns the mean loss and the seconds of every epoch.
 
     ``resume_dir``: if given, the loop state is saved there after every epoch
     (:mod:`splitleak.models.loop_state`) and a run interrupted earlier continues from its last
@@ -77,7 +107,7 @@ def fit_module(
             resume_dir, module, opt, sched, generator, settings, steps_per_epoch=steps
         )
         state = loaded or state
-    history = state.history
+    resumed_from = state.epoch
     bar = progress_bar(
         range(state.epoch, epochs),
         progress=progress,
@@ -88,6 +118,7 @@ def fit_module(
         total=epochs,
     )
     for epoch in bar:
+        started = time.perf_counter()
         module.train()
         order = torch.randperm(len(x), generator=generator) if shuffle else torch.arange(len(x))
         order = order.to(x.device)
@@ -102,17 +133,19 @@ def fit_module(
             opt.step()
             total += loss.detach().float() * len(idx)
         sched.step()
-        history.append(float(total) / max(len(x), 1))
-        bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)  # shown at the next update
+        state.history.append(float(total) / max(len(x), 1))
+        check_finite(state.history[-1], epoch=epoch, desc=desc)
+        state.epoch_seconds.append(round(time.perf_counter() - started, 2))
+        state.epoch = epoch + 1
+        bar.set_postfix(loss=f"{state.history[-1]:.4g}", refresh=False)  # at the next update
         if resume_dir is not None:
-            state.epoch = epoch + 1
             save_loop_state(resume_dir, module, opt, sched, generator, state, settings)
     # Back on the CPU in the default layout: a fresh module then computes like one loaded
     # from the cache, and ``head`` (often the victim's own cloud part) is left as it came.
     module.eval().to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     if head is not None:
         head.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    return history
+    return FitRecord(state.history, state.epoch_seconds, resumed_from)
 
 
 class TrainedAttackMixin:
@@ -172,7 +205,7 @@ class TrainedAttackMixin:
         head: nn.Module | None = None,
         desc: str,
         resume_dir: Path | None = None,
-    ) -> list[float]:
+    ) -> FitRecord:
         return fit_module(
             module,
             inputs,

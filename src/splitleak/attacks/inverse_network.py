@@ -102,10 +102,10 @@ class InverseNetwork(TrainedAttackMixin):
             z = access.query(
                 x, dtype=self.compute.amp_dtype, channels_last=self.compute.channels_last(module)
             )
-            history = self._fit(
+            record = self._fit(
                 module, z, x, loss_fn=F.mse_loss, desc="inverse network", resume_dir=resume_dir
             )
-            return {"loss_history": history}
+            return record.meta()
 
         cache = self.cache or ModuleCache(None, {})
         self.decoder_, self.meta_, self.reused_ = cache.get_or_train(
@@ -130,6 +130,8 @@ class InverseNetwork(TrainedAttackMixin):
             "decoder_reused": self.reused_,
             "final_train_loss": history[-1],
             "loss_history": history,  # per epoch: the convergence record kept with results
+            "train_seconds": self.meta_.get("train_seconds"),
+            "resumed_from_epoch": self.meta_.get("resumed_from_epoch"),
         }
         return Reconstruction(images=self.inputs_.normalization.denormalize(x), x=x, info=info)
 

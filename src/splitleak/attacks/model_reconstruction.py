@@ -47,10 +47,10 @@ class ModelReconstruction(SurrogateInversion):
 
         def train(module: nn.Module, resume_dir: Path | None) -> dict[str, Any]:
             z = access.query(x)
-            history = self._fit(
+            record = self._fit(
                 module, x, z, loss_fn=F.mse_loss, desc="shadow (imitate f1)", resume_dir=resume_dir
             )
-            return {"loss_history": history}
+            return record.meta()
 
         self._train_shadow("imitation", data, access.inputs, access.feature_shape, train)
         if self.reused_:  # the cached shadow was trained on these same queries

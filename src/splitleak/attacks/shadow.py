@@ -58,7 +58,7 @@ class ShadowModelInversion(SurrogateInversion):
         labels = data.labels
 
         def train(module: nn.Module, resume_dir: Path | None) -> dict[str, Any]:
-            history = self._fit(
+            record = self._fit(
                 module,
                 x,
                 labels,
@@ -68,7 +68,7 @@ class ShadowModelInversion(SurrogateInversion):
                 resume_dir=resume_dir,
             )
             return {
-                "loss_history": history,
+                **record.meta(),
                 "train_accuracy": self._accuracy(module, access, x, data),
             }
 

@@ -91,6 +91,8 @@ class SurrogateInversion(TrainedAttackMixin):
                 "shadow_reused": self.reused_,
                 "shadow_final_loss": history[-1],
                 "shadow_loss_history": history,  # per epoch: the convergence record
+                "shadow_train_seconds": self.meta_.get("train_seconds"),
+                "shadow_resumed_from_epoch": self.meta_.get("resumed_from_epoch"),
                 "shadow_train_accuracy": self.meta_.get("train_accuracy"),
             }
         )

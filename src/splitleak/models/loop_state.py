@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,30 @@ class LoopState:
     history: list[float] = field(default_factory=list)
     test_history: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+
+
+class DivergedError(RuntimeError):
+    """A training loop's loss stopped being a finite number."""
+
+
+def check_finite(loss: float, *, epoch: int, desc: str) -> None:
+    """Raise :class:`DivergedError` for a NaN or infinite epoch loss, before it is saved.
+
+    A state holding a diverged epoch would be resumed by every later run, each failing
+    again one epoch on; a loop stops at the first non-finite loss instead.
+    """
+    if not math.isfinite(loss):
+        raise DivergedError(
+            f"{desc}: the training loss became {loss} at epoch {epoch + 1}; the run diverged "
+            "(try a lower learning rate or fp32 precision)"
+        )
+
+
+def _identity(model: nn.Module, settings: dict[str, Any]) -> dict[str, Any]:
+    # The device type belongs to a loop's identity: a fit started on the CPU is not finished
+    # on a GPU (the random streams of a defended edge differ per device).
+    device = next((p.device.type for p in model.parameters()), "cpu")
+    return json.loads(json.dumps({**settings, "device": device}))
 
 
 def _random_streams(model: nn.Module) -> dict[str, Any]:
@@ -76,7 +101,7 @@ def save_loop_state(
         "epoch_seconds": state.epoch_seconds,
         "param_groups": opt_state["param_groups"],
         "scheduler": sched.state_dict(),
-        "config": settings,
+        "config": _identity(model, settings),
         "weights_sha": stable_hash(sorted((k, v.shape) for k, v in tensors.items())),
     }
     directory.mkdir(parents=True, exist_ok=True)
@@ -89,7 +114,7 @@ def save_loop_state(
 
 
 def _read(
-    directory: Path, settings: dict[str, Any], steps_per_epoch: int | None
+    directory: Path, identity: dict[str, Any], steps_per_epoch: int | None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
     """The saved metadata and tensors, or None where they are missing, damaged or foreign."""
     path = directory / STATE_WEIGHTS
@@ -103,9 +128,9 @@ def _read(
         return None
     if meta.get("weights_sha") != stable_hash(sorted((k, v.shape) for k, v in tensors.items())):
         return None
-    # Another loop's state (a settings key both know, with another value) is not resumed.
-    saved, now = meta.get("config") or {}, json.loads(json.dumps(settings))
-    if any(saved[k] != now[k] for k in saved.keys() & now.keys()):
+    # Another loop's state (other settings, another device, or settings of another version
+    # with keys added or dropped) is not resumed.
+    if meta.get("config") != identity:
         return None
     # The optimiser's step count must match the epoch (it would not where an older-format
     # state.json lags its weights file by an epoch).
@@ -129,12 +154,13 @@ def load_loop_state(
     """Restore a saved loop state; None (start afresh, nothing changed) if there is none.
 
     A state is not restored when it is unreadable, when it was saved with other
-    ``settings``, or when ``steps_per_epoch`` (optimiser steps per epoch) disagrees with its
-    epoch count. ``model`` and ``opt`` must already be on the loop's device: the weights are
-    copied into the existing parameters and the optimiser's moments are made like their
-    parameters (device, dtype, memory layout), as a fresh run makes them.
+    ``settings`` (they must have the same keys and values) or on another device type, or
+    when ``steps_per_epoch`` (optimiser steps per epoch) disagrees with its epoch count.
+    ``model`` and ``opt`` must already be on the loop's device: the weights are copied into
+    the existing parameters and the optimiser's moments are made like their parameters
+    (device, dtype, memory layout), as a fresh run makes them.
     """
-    found = _read(directory, settings, steps_per_epoch)
+    found = _read(directory, _identity(model, settings), steps_per_epoch)
     if found is None:
         return None
     meta, tensors = found

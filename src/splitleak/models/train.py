@@ -26,7 +26,12 @@ from torch import nn
 
 from splitleak.compute import CPU_FP32, Compute
 from splitleak.models.checkpoint import META_FILE, load_checkpoint, save_checkpoint
-from splitleak.models.loop_state import LoopState, load_loop_state, save_loop_state
+from splitleak.models.loop_state import (
+    LoopState,
+    check_finite,
+    load_loop_state,
+    save_loop_state,
+)
 from splitleak.models.normalization import Normalization
 from splitleak.progress import progress_bar
 from splitleak.records import stable_hash, versions
@@ -168,6 +173,7 @@ def train_classifier(
             total += loss.detach().float() * len(idx)
         sched.step()
         state.history.append(float(total) / len(x))
+        check_finite(state.history[-1], epoch=epoch, desc=desc)
         if evaluate is not None:
             state.test_history.append(accuracy(model, *evaluate, compute=compute))
         state.epoch_seconds.append(round(time.perf_counter() - started, 2))
