@@ -155,6 +155,52 @@ def run_cell(spec: dict[str, Any], cfg: AttackConfig, victim: Any) -> dict[str, 
     }  # fmt: skip
 
 
+def convergence(history: list[float], *, window: int = 10) -> dict[str, float]:
+    """How far a fit's training loss still moved at its end: its relative change per window.
+
+    ``change_last``: (loss at the last epoch − loss ``window`` epochs before) / the latter, in
+    percent (negative: still falling). A learned attack whose loss moves by well under a
+    percent over its last ten epochs at a halved-every-10 learning rate has converged for the
+    purposes of the grid; a larger move says its budget may be short.
+    """
+    if len(history) <= window:
+        raise ValueError(f"a history of {len(history)} epochs has no {window}-epoch window")
+    before, last = history[-window - 1], history[-1]
+    return {
+        "epochs": len(history),
+        "first": history[0],
+        "final": last,
+        "change_last": 100.0 * (last - before) / before,
+    }
+
+
+def convergence_lines(records: list[dict[str, Any]]) -> list[str]:
+    """A markdown table: each distinct learned module's loss at its start and end."""
+    modules: dict[tuple[Any, ...], tuple[list[float], list[str]]] = {}
+    for rec in records:
+        info = rec.get("info", {})
+        history = info.get("loss_history") or info.get("shadow_loss_history")
+        if not history or len(history) <= 10 or None in history:
+            continue
+        spec = rec["spec"]
+        # Both protocols' cells of one module (the second reused the first's) are one row.
+        key = (spec["table"], rec["row"], spec["split"], tuple(history))
+        modules.setdefault(key, (history, []))[1].append(spec["protocol"])
+    lines = []
+    for (table, row, split, _), (history, protocols) in modules.items():
+        c = convergence(history)
+        lines.append(
+            f"| T{table} | {row} | {split} | {', '.join(sorted(protocols))} | {c['epochs']} "
+            f"| {c['first']:.4g} | {c['final']:.4g} | {c['change_last']:+.2f} % |"
+        )
+    header = [
+        "| table | row | split | protocols | epochs | loss, epoch 1 | loss, last | "
+        "change over the last 10 epochs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    return header + lines if lines else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -224,6 +270,9 @@ def main() -> None:
             # The claims above may compare cells of both precisions; say how many of each.
             by = Counter(rec["compute"].get("precision") for rec in records.values())
             print("cells by precision: " + ", ".join(f"{k} {n}" for k, n in sorted(by.items())))
+            if table := convergence_lines(list(records.values())):
+                print("\nConvergence of the learned attacks (training loss per epoch):\n")
+                print("\n".join(table))
         return
     from dataclasses import replace
 

@@ -2,7 +2,8 @@
 
 A cell finished in bf16 on a CPU with fast bf16 must count as done where ``auto`` resolves
 to fp32 (and the reverse), so that sessions on different CPUs continue one grid; an explicit
-precision accepts only its own records.
+precision accepts only its own records. Also the report's convergence table (oracle: a loss
+with a known geometric decay).
 """
 
 from __future__ import annotations
@@ -107,3 +108,28 @@ def test_claim_2_is_judged_below_the_ceiling_and_not_at_it():
     assert claim_2(0.70, 0.68, 0.30).endswith("→ holds")
     assert claim_2(0.70, 0.40, 0.35).endswith("→ does not hold")
     assert "cannot be judged" in claim_2(1.0, 1.0, 0.9999)
+
+
+def test_convergence_is_the_relative_change_over_the_last_ten_epochs():
+    # Oracle: a loss that halves every epoch moved by 1 − 2^-10 over the last ten.
+    history = [2.0**-k for k in range(20)]
+    c = cifar10_grid.convergence(history)
+    assert c["epochs"] == 20 and c["first"] == 1.0 and c["final"] == 2.0**-19
+    assert c["change_last"] == pytest.approx(-100.0 * (1 - 2.0**-10))
+    assert cifar10_grid.convergence([1.0] * 11)["change_last"] == 0.0
+    with pytest.raises(ValueError):
+        cifar10_grid.convergence([1.0] * 10)
+
+
+def test_both_protocols_of_one_module_are_one_convergence_row():
+    history = [1.0 - 0.01 * k for k in range(12)]
+
+    def rec(protocol: str, history: list[float]) -> dict:
+        spec = {"table": "4", "split": "ReLU22", "protocol": protocol}
+        return {"spec": spec, "row": "noise", "info": {"loss_history": history}}
+
+    lines = cifar10_grid.convergence_lines([rec("paper", history), rec("random", history)])
+    assert len(lines) == 3 and "| paper, random |" in lines[2]
+    other = [h + 0.5 for h in history]  # a second module (another protocol's draw)
+    assert len(cifar10_grid.convergence_lines([rec("paper", history), rec("random", other)])) == 4
+    assert cifar10_grid.convergence_lines([rec("paper", history[:5])]) == []  # too short
