@@ -4,7 +4,7 @@
     python benchmarks/cifar10_grid.py --max-cells 3 --threads 1   # a bounded chunk
     python benchmarks/cifar10_grid.py --splits conv11 --threads 1 # one process per split set
     python benchmarks/cifar10_grid.py --status                    # what is done, what is left
-    python benchmarks/cifar10_grid.py --report                    # markdown tables
+    python benchmarks/cifar10_grid.py --report                    # tables, claims, convergence
 
 Every finished cell is written at once to ``results/cifar10_grid/cells/<key>.json``
 (atomically; the key hashes the cell's full configuration, the victim's configuration and
@@ -230,7 +230,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-cells", type=int, default=None, help="stop after N new cells")
     parser.add_argument("--status", action="store_true", help="list done and missing cells")
-    parser.add_argument("--report", action="store_true", help="print the tables")
+    parser.add_argument(
+        "--report", action="store_true", help="print the tables, claims and convergence"
+    )
     args = parser.parse_args()  # fmt: skip
     try:
         progress_mode()  # a bad SPLITLEAK_PROGRESS fails now, not after the victim loads
