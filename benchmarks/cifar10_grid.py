@@ -29,7 +29,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import threat_grid_tables
 from common import RESULTS, cell
@@ -99,8 +99,15 @@ def cell_path(cfg: AttackConfig, precision: str | None = None) -> Path:
     return GRID_DIR / "cells" / f"{stable_hash(identity, length=20)}.json"
 
 
-def find_cell(cfg: AttackConfig) -> Path | None:
-    """The record of a finished cell, or None.
+class Found(NamedTuple):
+    """A finished cell: where its record lives, and the record."""
+
+    path: Path
+    record: dict[str, Any]
+
+
+def find_cell(cfg: AttackConfig) -> Found | None:
+    """The record of a finished cell (and its path), or None.
 
     With ``--precision auto`` a cell measured in either full-quality precision counts as
     done: this machine's own first, then the other of fp32 and bf16 (``auto`` is bf16 where
@@ -114,15 +121,16 @@ def find_cell(cfg: AttackConfig) -> Path | None:
     if cfg.compute.precision == "auto":
         own = cfg.compute.resolve().precision
         candidates += [cell_path(cfg, p) for p in ("bf16", "fp32") if p != own]
-    return next((path for path in candidates if is_record(path)), None)
+    return next((Found(p, r) for p in candidates if (r := read_record(p)) is not None), None)
 
 
-def is_record(path: Path) -> bool:
-    """Whether ``path`` holds a finished cell's record (a damaged file is computed again)."""
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The finished cell's record at ``path``, or None (a damaged file is computed again)."""
     try:
-        return "summary" in read_json(path)
-    except (OSError, ValueError, TypeError):
-        return False
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "summary" in record else None
 
 
 def reference(spec: dict[str, Any]) -> Any:
@@ -251,8 +259,9 @@ def main() -> None:
     done = [(s, c) for s, c in cells if found[id(c)] is not None]
     if args.status or args.report:
         print(f"{len(done)} of {len(cells)} cells done")
-        # Each finished cell's record, read once for the table, the claims and the count.
-        records = {id(c): read_json(found[id(c)]) for _, c in done} if args.report else {}
+        records = {}
+        if args.report:
+            records = {id(c): f.record for _, c in done if (f := found[id(c)]) is not None}
         for spec, cfg in cells:
             rec = records.get(id(cfg))
             if rec is not None:

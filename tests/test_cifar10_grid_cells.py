@@ -54,12 +54,12 @@ def test_a_cell_finished_in_the_other_precision_counts_as_done_under_auto(grid_d
     assert cifar10_grid.find_cell(cfg) is None
     elsewhere = cifar10_grid.cell_path(cfg, other)
     elsewhere.write_text(RECORD)
-    assert cifar10_grid.find_cell(cfg) == elsewhere
+    assert cifar10_grid.find_cell(cfg).path == elsewhere
     # This machine's own record wins once it exists.
     here = cifar10_grid.cell_path(cfg)
     assert here != elsewhere and here == cifar10_grid.cell_path(cfg, own)
     here.write_text(RECORD)
-    assert cifar10_grid.find_cell(cfg) == here
+    assert cifar10_grid.find_cell(cfg).path == here
 
 
 def test_an_explicit_precision_accepts_only_its_own_records(grid_dir, monkeypatch):
@@ -77,7 +77,7 @@ def test_a_damaged_record_counts_as_missing(grid_dir, monkeypatch):
         path.write_text(damaged)
         assert cifar10_grid.find_cell(cfg) is None, damaged
     path.write_text(RECORD)
-    assert cifar10_grid.find_cell(cfg) == path
+    assert cifar10_grid.find_cell(cfg) == (path, {"summary": {}})
 
 
 def test_keys_differ_by_split_and_attack(grid_dir, monkeypatch):
