@@ -3,6 +3,7 @@
     python benchmarks/cifar10_grid.py --threads 1                 # run what is missing
     python benchmarks/cifar10_grid.py --max-cells 3 --threads 1   # a bounded chunk
     python benchmarks/cifar10_grid.py --splits conv11 --threads 1 # one process per split set
+    python benchmarks/cifar10_grid.py --tables 6 --attacker-data same-distribution  # a subset
     python benchmarks/cifar10_grid.py --status                    # what is done, what is left
     python benchmarks/cifar10_grid.py --report                    # tables, claims, convergence
 
@@ -42,6 +43,7 @@ from splitleak.records import read_json, stable_hash, versions, write_json
 from splitleak.report.published import WHITEBOX, published
 
 SPLITS = ["conv11", "ReLU22", "ReLU32"]
+ATTACKER_DATA = ["same-set", "same-distribution", "noise"]
 GRID_DIR = RESULTS / "cifar10_grid"
 
 
@@ -223,6 +225,12 @@ def main() -> None:
         default=",".join(SPLITS),
         help="the splits to run (two processes on disjoint splits can share the cells folder)",
     )
+    parser.add_argument(
+        "--attacker-data",
+        default=None,
+        help="only the learned attacks' cells with this attacker data (comma-separated: "
+        "same-set, same-distribution, noise), e.g. the cheaper same-distribution shadows first",
+    )
     parser.add_argument("--n-eval", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--victim-epochs", type=int, default=50)
@@ -254,6 +262,12 @@ def main() -> None:
     if unknown := sorted(set(splits) - set(SPLITS)):
         parser.error(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(SPLITS)}")
     specs = grid(args.tables.split(","), args.protocols.split(","), splits)
+    if args.attacker_data is not None:
+        wanted = set(args.attacker_data.split(","))
+        if unknown := sorted(wanted - set(ATTACKER_DATA)):
+            parser.error(f"unknown attacker data {', '.join(unknown)}; "
+                         f"choose from {', '.join(ATTACKER_DATA)}")  # fmt: skip
+        specs = [s for s in specs if s.get("attacker_data") in wanted]
     cells = [(s, attack_config(s, victim_cfg, args)) for s in specs]
     found = {id(c): find_cell(c) for _, c in cells}
     done = [(s, c) for s, c in cells if found[id(c)] is not None]
