@@ -1,7 +1,8 @@
 """Print the markdown tables of BENCHMARKS.md from the results files (no numbers typed by hand).
 
-python benchmarks/tables_md.py results/table3_mnist-net.json results/tables468_mnist-net.json
-python benchmarks/tables_md.py --claims results/tables468_mnist-net.json results/table6_...json
+cd benchmarks
+python tables_md.py results/table3_mnist-net.json results/tables468_mnist-net.json
+python tables_md.py --claims results/tables468_mnist-net.json results/table6_...json
 """
 
 from __future__ import annotations

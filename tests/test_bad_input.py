@@ -131,10 +131,10 @@ def run(monkeypatch, capsys, cache: Path, *args: str) -> tuple[int, str, str]:
 
 
 def digest(root: Path) -> dict[str, str]:
+    """Every file's sha256 and every folder under ``root`` (a new empty folder counts)."""
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "/"
         for p in sorted(root.rglob("*"))
-        if p.is_file()
     }
 
 
@@ -222,6 +222,14 @@ def _cases(tmp: Path) -> dict[str, list[str]]:
                             "--out", out],
         "missing data under --data-dir": ["attack", "--dataset", "mnist", "--data-dir",
                                           str(tmp / "inputs" / "exists"), "--out", out],
+        # Every command that reads a dataset checks an explicit --data-dir before any work,
+        # and never writes into it (nor downloads) without --download.
+        **{f"missing data under --data-dir of {' '.join([cmd, *args[:1]])}": [
+            cmd, *args, "--dataset", "mnist", "--data-dir", str(tmp / "inputs" / "exists")]
+           for cmd, args in (("audit", ["--dry-run"]), ("audit", ["--out", out]),
+                             ("defend", ["--out", out]), ("sweep-splits", ["--out", out]),
+                             ("plan", ["--out", out]), ("plan-defenses", ["--out", out]),
+                             ("serve", []), ("edge", ["--url", "http://127.0.0.1:9"]))},
         "truncated IDX": ["attack", "--dataset", "mnist", "--data-dir", str(data / "truncated"),
                           "--out", out],
         "corrupt gzip": ["attack", "--dataset", "mnist", "--data-dir", str(data / "corrupt"),

@@ -50,23 +50,28 @@ def prepare(
     *,
     budget: Budget | None = None,
     compute: ComputeSettings | None = None,
+    download: bool = False,
 ) -> tuple[Budget, VictimConfig, list[Cell], torch.nn.Module, Any]:
     """Resolve the budget and the grid, and estimate each cell (no training).
 
     ``budget`` replaces the named one (benchmarks size their own grid); ``compute`` is where
     the attacks run (default: ``auto``, see :class:`~splitleak.config.ComputeSettings`).
+    ``download`` lets missing dataset files be fetched into an explicit ``cfg.data_dir``
+    (without ``data_dir`` they are fetched into the cache folder either way).
     """
     from splitleak.data import load_dataset
     from splitleak.models.zoo import default_dataset, resolve_architecture
 
     budget = budget or load_budget(cfg.budget)
     dataset = cfg.dataset or default_dataset(cfg.model)
-    test = load_dataset(dataset, "test", root=cfg.data_dir)
+    may_download = download or cfg.data_dir is None  # never write into an explicit root
+    test = load_dataset(dataset, "test", root=cfg.data_dir, download=may_download)
     arch = resolve_architecture(cfg.model, dataset=dataset, input_shape=test.shape)
     victim_cfg = VictimConfig(
         model=cfg.model,
         dataset=dataset,
         data_dir=cfg.data_dir,
+        download=download,
         checkpoint=cfg.checkpoint,
         train=TrainSettings(epochs=budget.victim_epochs),
     )
@@ -199,6 +204,7 @@ def run_audit(
     store: Path | None = None,
     budget: Budget | None = None,
     compute: ComputeSettings | None = None,
+    download: bool = False,
 ) -> AuditOutcome:
     """Run every missing cell of the grid, storing each as it finishes, then the report.
 
@@ -214,10 +220,14 @@ def run_audit(
         compute: where the attacks run, and — if given — where the victim is trained
             (default: attacks on ``auto``, the victim on the CPU in fp32, so that the same
             audit trains the same victim on every machine).
+        download: fetch missing dataset files into an explicit ``cfg.data_dir`` (never
+            done otherwise; without ``data_dir`` they go to the cache folder).
     """
     from splitleak.report.html import render_report
 
-    budget, victim_cfg, cells, _, _ = prepare(cfg, out, budget=budget, compute=compute)
+    budget, victim_cfg, cells, _, _ = prepare(
+        cfg, out, budget=budget, compute=compute, download=download
+    )
     victim = provide_victim(victim_cfg, executor, progress=progress is not None, compute=compute)
     further = {c.victim_seed: c.victim for c in cells if c.victim_seed and c.victim is not None}
     others = {

@@ -58,9 +58,7 @@ def attack_cmd(
     decoder: Annotated[str | None, typer.Option(help="inverse network: paper or auto")] = None,
     defense: Annotated[
         list[str] | None,
-        typer.Option(
-            help="edge defense family:input|features:level[:relative|:rescale]; repeatable"
-        ),
+        typer.Option(help="edge defense family:input|features:level[:flag[=value]...]; repeatable"),
     ] = None,
     adaptive: Annotated[
         bool | None, typer.Option("--adaptive/--naive", help="the attacker knows the defense")

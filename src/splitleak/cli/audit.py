@@ -22,6 +22,7 @@ from splitleak.cli.options import (
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    DownloadOpt,
     ModelOpt,
     PrecisionOpt,
     SeedOpt,
@@ -35,6 +36,7 @@ def audit_cmd(
     model: ModelOpt = "mnist-net",
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
     checkpoint: CkptOpt = None,
     budget: Annotated[
         str, typer.Option(help="quick, standard or paper (smoke: tests only)")
@@ -100,6 +102,12 @@ def audit_cmd(
             "have; drop --victims (a checkpoint is one victim) or drop --checkpoint"
         )
     check_executor(executor, workers, address)
+    from splitleak.config import VictimConfig
+    from splitleak.preflight import check_victim
+
+    # The model, dataset, data files and checkpoint, before anything is read in full.
+    check_victim(VictimConfig(model=model, dataset=dataset, data_dir=data_dir,
+                              download=download, checkpoint=checkpoint))  # fmt: skip
     compute = None
     if (device, precision) != (None, None):
         # Given: where the attacks run and where the victim is trained (its precision is
@@ -110,7 +118,7 @@ def audit_cmd(
     # processes and Ray executors run one thread per cell.
     (compute or ComputeSettings()).model_copy(update={"threads": threads}).resolve().apply_threads()
     if dry_run:
-        _print_grid(prepare(cfg, out, compute=compute)[2])
+        _print_grid(prepare(cfg, out, compute=compute, download=download)[2])
         return
     check_out_dir(out, cfg)
     cells = store_dir(store, out)
@@ -119,8 +127,9 @@ def audit_cmd(
     try:
         with runner:
             outcome = run_audit(
-                cfg, out, progress=display, executor=runner, store=cells, compute=compute
-            )
+                cfg, out, progress=display, executor=runner, store=cells, compute=compute,
+                download=download,
+            )  # fmt: skip
     except KeyboardInterrupt:
         display.stop()
         err_console.print(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
 from rich.table import Table
 
 from splitleak.cli.app import app, console
-from splitleak.cli.options import (
-    DataDirOpt,
-    DatasetOpt,
-    ModelOpt,
-)
+from splitleak.cli.options import DatasetOpt, ModelOpt
 
 
 @app.command("models")
@@ -27,7 +27,15 @@ def models_cmd() -> None:
 
 @app.command("splits")
 def splits_cmd(
-    model: ModelOpt = "mnist-net", dataset: DatasetOpt = None, data_dir: DataDirOpt = None
+    model: ModelOpt = "mnist-net",
+    dataset: DatasetOpt = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="ignored: split points need no data (accepted like the other commands')",
+        ),
+    ] = None,
 ) -> None:
     """List a model's split points with the feature shape sent to the cloud."""
     import torch

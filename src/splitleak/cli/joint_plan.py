@@ -23,6 +23,7 @@ from splitleak.cli.options import (
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    DownloadOpt,
     EpochsOpt,
     ModelOpt,
     OutDirOpt,
@@ -80,6 +81,7 @@ def plan_defenses_cmd(
     ] = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
@@ -112,7 +114,9 @@ def plan_defenses_cmd(
         max_edge_param_bytes=max_edge_memory,
     )
     check_output_dir(out, must_not_exist=False)
-    checked = check_victim(victim_config(model, dataset, data_dir, epochs, checkpoint))
+    checked = check_victim(
+        victim_config(model, dataset, data_dir, epochs, checkpoint, download=download)
+    )
     split_list = list(checked.split_points) if splits == "all" else splits.split(",")
     for split in split_list:
         if split not in checked.split_points:
@@ -129,6 +133,7 @@ def plan_defenses_cmd(
         attacker_samples=attacker_samples,
         sets=set_,
         compute=compute_flags(device, precision, threads),
+        download=download,
         config_file=config,
     )
     result = run_joint_plan(

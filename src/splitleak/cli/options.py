@@ -101,11 +101,13 @@ def victim_config(
     epochs: int,
     checkpoint: Path | None,
     max_train: int | None = None,
+    download: bool = False,
 ) -> VictimConfig:
     return VictimConfig(
         model=model,
         dataset=dataset,
         data_dir=data_dir,
+        download=download,
         checkpoint=checkpoint,
         train=TrainSettings(epochs=epochs, max_train_images=max_train),
     )

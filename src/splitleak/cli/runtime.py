@@ -14,6 +14,7 @@ from splitleak.cli.options import (
     CkptOpt,
     DataDirOpt,
     DatasetOpt,
+    DownloadOpt,
     EpochsOpt,
     ModelOpt,
     SeedOpt,
@@ -118,6 +119,7 @@ def serve_cmd(
     ] = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
 ) -> None:
@@ -137,6 +139,10 @@ def serve_cmd(
     tls = TlsFiles(ssl_certfile, ssl_keyfile, ssl_ca_certs)
     tls.check()
     check_port_free(host, port)  # before the victim is loaded (or trained)
+    from splitleak.preflight import check_victim
+
+    victim_cfg = victim_config(model, dataset, data_dir, epochs, checkpoint, download=download)
+    check_victim(victim_cfg)  # its data files and checkpoint, before anything is trained
     if capture is not None:
         from splitleak.preflight import check_output_dir
 
@@ -144,7 +150,7 @@ def serve_cmd(
     if not _is_loopback(host) and tls.certfile is None:
         err_console.print("[yellow]warning:[/] no TLS: the token and features travel in clear")
     service, store = _service(
-        victim_config(model, dataset, data_dir, epochs, checkpoint),
+        victim_cfg,
         split_name,
         capture,
         max_batch=max_batch,
@@ -186,9 +192,7 @@ def edge_cmd(
     from_plan: FromPlanOpt = None,
     defense: Annotated[
         list[str] | None,
-        typer.Option(
-            help="edge defense family:input|features:level[:relative|:rescale]; repeatable"
-        ),
+        typer.Option(help="edge defense family:input|features:level[:flag[=value]...]; repeatable"),
     ] = None,
     feature_dtype: Annotated[
         str, typer.Option(help="wire dtype: float32, float16 (half the bytes) or bfloat16")
@@ -216,6 +220,7 @@ def edge_cmd(
     seed: SeedOpt = 0,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
 ) -> None:
@@ -232,6 +237,10 @@ def edge_cmd(
         if path is not None:  # written after the features were sent: checked before
             check_output_file(path, option=option)
     _need_runtime_extra()
+    from splitleak.preflight import check_victim
+
+    victim_cfg = victim_config(model, dataset, data_dir, epochs, checkpoint, download=download)
+    check_victim(victim_cfg)  # its data files and checkpoint, before anything is trained
     from splitleak.experiment import load_victim
     from splitleak.runtime.client import EdgeClient, HttpTransport, client_ssl_context
 
@@ -243,7 +252,7 @@ def edge_cmd(
     transport = HttpTransport(
         url, token=token, timeout_s=timeout, retries=retries, ssl_context=context
     )
-    victim = load_victim(victim_config(model, dataset, data_dir, epochs, checkpoint))
+    victim = load_victim(victim_cfg)
     pixels, labels, indices = _edge_inputs(victim, inputs, protocol, n_eval, seed)
     client = EdgeClient.from_victim(
         victim,

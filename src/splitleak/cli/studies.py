@@ -24,6 +24,7 @@ from splitleak.cli.options import (
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    DownloadOpt,
     EpochsOpt,
     ModelOpt,
     OutDirOpt,
@@ -49,8 +50,8 @@ def defend_cmd(
     family: Annotated[
         list[str] | None,
         typer.Option(
-            help="family:input|features:l1,l2,...[:relative|:rescale]; repeatable "
-            "(default: the IoTJ families)"
+            help="family:input|features:l1,l2,...[:flag[=value]...], e.g. "
+            "dropout:features:0.5,0.9:finetune; repeatable (default: the IoTJ families)"
         ),
     ] = None,
     attacks: AttacksOpt = "whitebox",
@@ -58,6 +59,7 @@ def defend_cmd(
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow epochs")] = 50,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
@@ -92,6 +94,7 @@ def defend_cmd(
         attack_epochs=attack_epochs,
         sets=set_,
         compute=compute_flags(device, precision, threads),
+        download=download,
         config_file=config,
         attacks=attack_list,
     )
@@ -137,6 +140,7 @@ def sweep_splits_cmd(
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow epochs")] = 50,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
@@ -169,6 +173,7 @@ def sweep_splits_cmd(
         attack_epochs=attack_epochs,
         sets=set_,
         compute=compute_flags(device, precision, threads),
+        download=download,
         config_file=config,
         attacks=attack_list,
     )
@@ -199,6 +204,7 @@ def plan_cmd(
     attack_epochs: Annotated[int, typer.Option(help="decoder/shadow epochs")] = 50,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
     epochs: EpochsOpt = 10,
     checkpoint: CkptOpt = None,
     seed: SeedOpt = 0,
@@ -245,6 +251,7 @@ def plan_cmd(
         attack_epochs=attack_epochs,
         sets=set_,
         compute=compute_flags(device, precision, threads),
+        download=download,
         config_file=config,
         attacks=attack_list,
     )

@@ -89,8 +89,12 @@ class ClippedNoise:
             raise SplitleakError(f"{self.family}: {what}, got {self.level:g}")
         if self.clip is not None and not (self.clip > 0 and math.isfinite(self.clip)):
             raise SplitleakError(f"{self.family}: clip must be > 0, got {self.clip:g}")
+        # An impossible (ε, δ) fails at parse time, also before a median clip is measured
+        # (σ scales with the clip, so a unit clip checks the same rules).
         if self.calibrated and self.clip is not None:
-            self.scale  # noqa: B018  (fail at parse time on an impossible (ε, δ))
+            self.scale  # noqa: B018
+        elif self.calibrated and self.mechanism == "gaussian":
+            gaussian_sigma(self.level, self.delta, 1.0, calibration=self.calibration)
 
     @property
     def family(self) -> str:
