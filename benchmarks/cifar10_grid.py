@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import threat_grid_tables
-from common import RESULTS, cell
+from common import DATA_DIR, RESULTS, cell
 
 from splitleak.attacks.factory import attack_settings
 from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
@@ -215,9 +215,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path(__file__).parents[2] / "shared" / "datasets"
-    )
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--tables", default="3,4,8,6")
     parser.add_argument("--protocols", default="paper,random")
     parser.add_argument(

@@ -19,6 +19,8 @@ from typing import Any
 from splitleak.records import versions, write_json
 
 RESULTS = Path(__file__).parent / "results"
+#: The datasets beside the repository (``../shared/datasets``), every script's --data-dir default.
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -26,7 +28,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(__file__).parents[2] / "shared" / "datasets",
+        default=DATA_DIR,
         help="folder with mnist/, kmnist/, cifar-10-batches-py/",
     )
     parser.add_argument("--epochs", type=int, default=20, help="victim training epochs")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import cell, print_markdown, save_results
+from common import DATA_DIR, cell, print_markdown, save_results
 
 from splitleak.data import load_dataset
 from splitleak.evaluation import evaluation_indices
@@ -51,9 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path(__file__).parents[2] / "shared" / "datasets"
-    )
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--datasets", default="mnist,cifar10")
     parser.add_argument("--protocols", default="paper,random")
     parser.add_argument("--n-eval", type=int, default=100, help="images, random protocol")

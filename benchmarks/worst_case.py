@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, print_markdown
+from common import DATA_DIR, RESULTS, print_markdown
 
 from splitleak.attacks.factory import attack_settings
 from splitleak.config import AttackConfig, ComputeSettings, TrainSettings, VictimConfig
@@ -76,7 +76,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(__file__).resolve().parents[2] / "shared" / "datasets",
+        default=DATA_DIR,
     )
     parser.add_argument("--model", choices=sorted(MODELS), default="mnist-net")
     parser.add_argument("--epochs", type=int, default=None, help="victim epochs (20; CIFAR 50)")
