@@ -119,7 +119,28 @@ def test_dp_gaussian_spec_adds_the_calibrated_noise_after_clipping():
     out = defense.apply(t, torch.Generator().manual_seed(0))
     clipped = clip_per_example(t, 0.5, p=2)
     assert (out - clipped).std().item() == pytest.approx(sigma, rel=0.01)
+    assert abs((out - clipped).mean().item()) < 5 * sigma / math.sqrt(out.numel())  # no offset
     assert privacy(defense)["epsilon"] == 2.0 and privacy(defense)["delta"] == 1e-6
+
+
+@pytest.mark.parametrize(
+    ("spec", "p", "other", "tails"),
+    [
+        ("dp-gaussian:features:1000:clip=0.5", 2, 1, 6),
+        ("dp-laplace:features:1000:clip=3", 1, 2, 15),
+    ],
+)
+def test_dp_noise_is_added_to_each_example_clipped_in_its_own_norm(spec, p, other, tails):
+    # ε = 1000 makes the noise small beside the clipping: the output is the example clipped
+    # in the mechanism's norm (L2 Gaussian, L1 Laplace) to within a few noise scales, and
+    # far from the same example clipped in the other norm or not clipped at all.
+    defense = parse_defense(spec)
+    t = torch.randn(64, 100, generator=torch.Generator().manual_seed(2)) * 10
+    out = defense.apply(t, torch.Generator().manual_seed(3))
+    tolerance = tails * defense.scale
+    assert (out - clip_per_example(t, defense.clip, p=p)).abs().max() < tolerance
+    assert (out - clip_per_example(t, defense.clip, p=other)).abs().max() > tolerance
+    assert (out - t).abs().max() > tolerance
 
 
 def test_dp_laplace_spec_uses_l1_clipping_and_b_equal_two_c_over_epsilon():
@@ -178,3 +199,14 @@ def test_median_clip_is_measured_on_the_training_features(mnist_victim):
         norms = deployment.edge(x).flatten(1).norm(dim=1)
     assert defense.clip == pytest.approx(float(norms.median()))
     assert defense.scale == pytest.approx(gaussian_sigma(100.0, 1e-5, 2 * defense.clip))
+
+
+def test_a_laplace_median_clip_is_measured_in_the_l1_norm(mnist_victim):
+    deployment = deploy_defenses(mnist_victim, split="ReLU2", defenses=("dp-laplace:features:100",))
+    (defense,) = deployment.defenses
+    n = int(mnist_victim.meta.get("train_images", len(mnist_victim.train)))
+    x = mnist_victim.normalize(mnist_victim.train)[: min(n, 10_000)]
+    with torch.no_grad():
+        norms = deployment.edge(x).flatten(1).norm(p=1, dim=1)
+    assert defense.clip == pytest.approx(float(norms.median()), rel=1e-6)
+    assert defense.scale == pytest.approx(2 * defense.clip / 100.0)
