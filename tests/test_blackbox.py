@@ -207,7 +207,12 @@ def test_paper_decoders_map_their_split_to_the_image(architecture, split):
         feature_shape=feature_shape,
         image_shape=arch.input_shape,
     )
-    assert type(decoder) is type(PAPER_DECODERS[(architecture, split)]())  # the paper's own
+    # The paper's own layers (several paper decoders are nn.Sequential, as the automatic
+    # decoder is, so compare the layer structure, not the type).
+    paper = PAPER_DECODERS[(architecture, split)]()
+    assert repr(decoder) == repr(paper)
+    auto = auto_decoder(feature_shape, arch.input_shape)
+    assert repr(decoder) != repr(auto)  # so the check above tells them apart
     assert decoder(z).shape == (2, *arch.input_shape)
 
 
@@ -217,6 +222,7 @@ def test_paper_decoder_falls_back_to_auto_elsewhere():
         "paper", architecture="mnist-net", split="pool1", feature_shape=(8, 12, 12),
         image_shape=IMAGE,
     )  # fmt: skip
+    assert repr(decoder) == repr(auto_decoder((8, 12, 12), IMAGE))
     assert decoder(torch.zeros(2, 8, 12, 12)).shape == (2, *IMAGE)
 
 

@@ -65,9 +65,9 @@ def test_verdicts_name_the_rule_that_decided():
     }  # fmt: skip
     chance = {**perfect, "evaluator_accuracy": 0.1, "identification_pixel": 0.01,
               "identification_features": 0.01}  # fmt: skip
-    assert verdicts(0.9, perfect) == {
-        "verdict": "exposed", "decided_by": "SSIM", "rules": verdicts(0.9, perfect)["rules"]
-    }  # fmt: skip
+    high = verdicts(0.9, perfect)
+    assert (high["verdict"], high["decided_by"]) == ("exposed", "SSIM")
+    assert high["rules"]["SSIM"] == {"score": 0.9, "verdict": "exposed"}
     low_ssim = verdicts(0.1, perfect)
     assert (low_ssim["verdict"], low_ssim["decided_by"]) == ("exposed", "evaluator")
     assert recognition_verdict(perfect)["identification"]["verdict"] == "exposed"
@@ -79,6 +79,32 @@ def test_verdicts_name_the_rule_that_decided():
         "identification",
     )
     assert verdicts(0.1, None)["rules"].keys() == {"SSIM"}  # no measures: the SSIM rule alone
+
+
+def test_rule_scores_and_band_edges_by_hand():
+    # Dyadic values, so that every score below is exact in binary floating point.
+    def record(accuracy: float, pixel: float, features: float) -> dict[str, float]:
+        return {
+            "evaluator_accuracy": accuracy, "evaluator_accuracy_original": 0.75,
+            "evaluator_chance": 0.25, "identification_pixel": pixel,
+            "identification_features": features, "identification_chance": 0.5,
+        }  # fmt: skip
+
+    # Evaluator: (accuracy − chance) / (original − chance); exposed from 0.5, hidden below 0.2.
+    for accuracy, score, level in [(0.5, 0.5, "exposed"), (0.375, 0.25, "borderline"),
+                                   (0.34375, 0.1875, "hidden")]:  # fmt: skip
+        rule = recognition_verdict(record(accuracy, 0.5, 0.5))["evaluator"]
+        assert rule == {"score": score, "verdict": level}, accuracy
+    # Identification: the better of the two rates, (rate − chance) / (1 − chance); exposed
+    # from 0.5, hidden below 0.1.
+    for rate, score, level in [(0.75, 0.5, "exposed"), (0.5625, 0.125, "borderline"),
+                               (0.53125, 0.0625, "hidden")]:  # fmt: skip
+        for pixel, features in ((rate, 0.5), (0.5, rate)):
+            rule = recognition_verdict(record(0.25, pixel, features))["identification"]
+            assert rule == {"score": score, "verdict": level}, (pixel, features)
+    # SSIM: exposed above 0.3, hidden below 0.25; both edges are borderline.
+    assert [verdicts(s, None)["verdict"] for s in (0.3125, 0.3, 0.25, 0.2421875)] == [
+        "exposed", "borderline", "borderline", "hidden"]  # fmt: skip
 
 
 def test_lpips_is_skipped_without_its_weights_on_disk(monkeypatch, tmp_path, offline):
