@@ -21,6 +21,7 @@ _ISOLATED_ENV = (
     "SPLITLEAK_THREADS",
     "SPLITLEAK_PRECISION",
     "SPLITLEAK_STORE",
+    "TORCH_HOME",
 )
 
 
@@ -41,6 +42,9 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["SPLITLEAK_THREADS"] = "1"
     os.environ["SPLITLEAK_PRECISION"] = "fp32"
     os.environ.pop("SPLITLEAK_STORE", None)  # every command keeps its cells in its own folder
+    # An empty torch hub folder: LPIPS is "skipped" on every machine, whatever weights the
+    # user's ~/.cache/torch happens to hold, so that stored results do not depend on it.
+    os.environ["TORCH_HOME"] = str(root / "torch")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

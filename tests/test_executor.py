@@ -311,13 +311,20 @@ def test_a_killed_worker_is_retried_and_every_cell_stored_once(
 def ray_cluster() -> Any:
     """A local Ray cluster bound to 127.0.0.1, started and stopped by this module."""
     ray = pytest.importorskip("ray")
-    from splitleak.executor.ray_cluster import start_local_cluster
+    from splitleak.executor.ray_cluster import _LOOPBACK_ONLY, start_local_cluster
 
+    names = ("RAY_USAGE_STATS_ENABLED", _LOOPBACK_ONLY)  # set by start_local_cluster
+    saved = {name: os.environ.get(name) for name in names}
     start_local_cluster(num_cpus=2)
     try:
         yield ray
     finally:
         ray.shutdown()
+        for name, value in saved.items():  # later tests see the environment they had
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def test_ray_stores_the_serial_numbers(

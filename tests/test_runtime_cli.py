@@ -9,7 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -157,9 +159,14 @@ def test_without_a_reference_the_reconstructions_are_written_unscored(
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["scored"] is False
 
 
+# Where the evil pickle would leave its mark: unique to this process, so that a file left by
+# another run (or another user) cannot fail these tests.
+PICKLE_MARK = Path(tempfile.gettempdir()) / f"splitleak-pickle-ran-{os.getpid()}"
+
+
 class _Evil:
     def __reduce__(self):  # a pickle that would run code if it were ever loaded
-        return (os.system, ("touch /tmp/splitleak-pickle-ran",))
+        return (os.system, (f"touch {PICKLE_MARK}",))
 
 
 def _bad_files(d, capture) -> dict[str, tuple[object, str]]:
@@ -210,7 +217,7 @@ def test_bad_feature_files_are_one_line_errors_and_nothing_is_written(
     )
     assert reason in error_line(code, out, err)
     assert not run_dir.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
-    assert not os.path.exists("/tmp/splitleak-pickle-ran")
+    assert not PICKLE_MARK.exists()
 
 
 def test_reference_mismatch_and_reference_alone_are_errors(session, monkeypatch, capsys, tmp_path):
