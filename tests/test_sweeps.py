@@ -164,20 +164,26 @@ def test_user_model_split_points(user_victim):
     assert split_points(user_victim.model) == USER_SPLITS
 
 
-def test_split_sweep_covers_every_split_point(user_victim, user_victim_config, monkeypatch):
+def test_split_sweep_covers_every_split_point(
+    user_victim, user_victim_config, monkeypatch, tmp_path
+):
     base = AttackConfig(
         victim=user_victim_config, overrides=TINY, attacker_samples=64, attack_epochs=1
     )
     calls = count_calls(monkeypatch, "run_attack")
-    points = split_sweep(
-        user_victim, base, ResultStore(None), attacks=("whitebox", "inverse-network")
-    )
+    store = ResultStore(tmp_path)
+    points = split_sweep(user_victim, base, store, attacks=("whitebox", "inverse-network"))
     expected = [(s, a) for s in USER_SPLITS for a in ("whitebox", "inverse-network")]
     assert [(p["split"], p["attack"]) for p in points] == expected
     assert [p["depth"] for p in points] == [USER_SPLITS.index(s) for s, _ in expected]
     assert [c.split for c in calls] == [s for s, _ in expected]  # type: ignore[attr-defined]
     for p in points:
         assert 0 < p["psnr"] < 100 and -1 <= p["ssim"] <= 1, p
+        # Each point carries the numbers of its own stored cell, not another's.
+        record = store.get(p["key"])
+        assert (record["config"]["split"], record["config"]["attack"]) == (p["split"], p["attack"])
+        assert p["psnr"] == record["summary"]["psnr"]["mean"]
+        assert p["ssim"] == record["summary"]["ssim"]["mean"]
     assert len({p["key"] for p in points}) == len(points)
 
 
