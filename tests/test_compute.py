@@ -75,7 +75,17 @@ def test_exact_keeps_the_device_in_fp32():
 
 
 @pytest.mark.parametrize("attack", ["whitebox", "inverse-network"])
-def test_the_resolved_compute_is_recorded_with_every_run(mnist_victim, attack):
+def test_the_resolved_compute_is_recorded_with_every_run(mnist_victim, attack, monkeypatch):
+    from splitleak.attacks.inverse_network import InverseNetwork
+
+    seen: list[tuple[torch.dtype, torch.dtype | None]] = []
+    original = InverseNetwork._fit
+
+    def spy(self, module, inputs, targets, **kwargs):
+        seen.append((inputs.dtype, self.compute.amp_dtype))
+        return original(self, module, inputs, targets, **kwargs)
+
+    monkeypatch.setattr(InverseNetwork, "_fit", spy)
     cfg = AttackConfig(
         split="conv1",
         attack=attack,
@@ -88,6 +98,8 @@ def test_the_resolved_compute_is_recorded_with_every_run(mnist_victim, attack):
     assert run.provenance["compute"] == {"device": "cpu", "precision": "bf16", "threads": 1}
     assert run.reconstruction.images.dtype == torch.float32  # results are always fp32
     assert run.reconstruction.images.device.type == "cpu"
+    if attack == "inverse-network":  # used, not only recorded: the decoder trains in bf16
+        assert seen == [(torch.bfloat16, torch.bfloat16)]
 
 
 def test_rmle_runs_in_fp32_whatever_the_precision(mnist_victim):
