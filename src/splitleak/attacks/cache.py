@@ -6,6 +6,7 @@ everything that determines it (victim checkpoint, split point, attacker data, se
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class ModuleCache:
         module: nn.Module,
         settings: dict[str, Any],
         train: Callable[[nn.Module, Path | None], dict[str, Any]],
+        *,
+        legacy_settings: dict[str, Any] | None = None,
     ) -> tuple[nn.Module, dict[str, Any], bool]:
         """Load ``module``'s weights from the cache, or ``train`` it and store it.
 
@@ -44,12 +47,19 @@ class ModuleCache:
         an interrupted run continue there — ``<entry>.partial`` beside the cache entry, removed
         once the entry is stored; None when there is no cache. Returns the module, its
         metadata and whether it was reused.
+
+        ``legacy_settings``: the settings an older version keyed the same module by. An
+        entry (or ``.partial`` state) stored under that key and none under the new one is
+        moved to the new key, so that a change of key costs no retraining.
         """
         identity = {"kind": kind, "target": self.target, "settings": settings}
         if self.directory is None:
             return module, {**identity, **train(module, None)}, False
         folder = self.directory / f"{kind}-{stable_hash(identity)}"
         partial = folder.with_name(folder.name + ".partial")
+        if legacy_settings is not None:
+            legacy = {"kind": kind, "target": self.target, "settings": legacy_settings}
+            _adopt(self.directory / f"{kind}-{stable_hash(legacy)}", folder)
         if (folder / META_FILE).is_file():
             meta = load_checkpoint(folder, module, architecture=kind)
             shutil.rmtree(partial, ignore_errors=True)  # left by a run killed after saving
@@ -59,3 +69,16 @@ class ModuleCache:
         save_checkpoint(folder, module, meta)
         shutil.rmtree(partial, ignore_errors=True)
         return module, meta, False
+
+
+def _adopt(old: Path, new: Path) -> None:
+    """Move a finished entry, else a ``.partial`` state, from ``old`` to ``new``'s name."""
+    if old == new or (new / META_FILE).is_file():
+        return
+    if (old / META_FILE).is_file():
+        os.replace(old, new)
+        return
+    old_partial = old.with_name(old.name + ".partial")
+    new_partial = new.with_name(new.name + ".partial")
+    if old_partial.is_dir() and not new_partial.exists():
+        os.replace(old_partial, new_partial)

@@ -69,10 +69,17 @@ class SurrogateInversion(TrainedAttackMixin):
         train: Callable[[nn.Module, Path | None], dict[str, Any]],
     ) -> None:
         cache = self.cache or ModuleCache(None, {})
-        # The module's structure is part of the key: an edited shadow net is never reused.
-        settings = {**self.hyperparameters(), "data": data.describe(), "net": repr(self.shadow)}
+        # What the shadow is trained with (its structure included: an edited shadow net is
+        # never reused), not how it is inverted afterwards: one trained shadow serves every
+        # inversion setting. Shadows stored before keyed by the inversion too (legacy key).
+        known = {"data": data.describe(), "net": repr(self.shadow)}
+        settings = {"shadow": self.shadow_kind, **self.training_hyperparameters(), **known}
         self.shadow_, self.meta_, self.reused_ = cache.get_or_train(
-            f"{kind}-{self.shadow_kind}", self.shadow, settings, train
+            f"{kind}-{self.shadow_kind}",
+            self.shadow,
+            settings,
+            train,
+            legacy_settings={**self.hyperparameters(), **known},
         )
         self.shadow_.requires_grad_(False)
         self.inverter_ = WhiteBoxInversion(
