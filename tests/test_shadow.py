@@ -324,6 +324,10 @@ def test_a_cached_shadow_serves_other_inversion_settings_and_adopts_its_legacy_k
     entry.rename(old)
     third = fit(tv_weight=2.0)
     assert third.reused_ is True and entry.is_dir() and not old.exists()
+    # A finished entry of another inversion's older key is found by its stored settings.
+    entry.rename(old)
+    other = fit(tv_weight=0.5)  # its legacy key differs from old's
+    assert other.reused_ is True and entry.is_dir() and not old.exists()
     # The same for an unfinished training state (a .partial folder).
     entry.rename(old)
     (old / "marker").write_text("state")

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from splitleak.models.checkpoint import META_FILE, load_checkpoint, save_checkpoint
+from splitleak.models.checkpoint import META_FILE, load_checkpoint, read_meta, save_checkpoint
 from splitleak.records import stable_hash, versions
 
 
@@ -48,18 +48,19 @@ class ModuleCache:
         once the entry is stored; None when there is no cache. Returns the module, its
         metadata and whether it was reused.
 
-        ``legacy_settings``: the settings an older version keyed the same module by. An
-        entry (or ``.partial`` state) stored under that key and none under the new one is
-        moved to the new key, so that a change of key costs no retraining.
+        ``legacy_settings``: the settings an older version keyed the same module by (``settings``
+        plus keys that did not change the module). An entry or ``.partial`` state stored under
+        exactly that key, else a finished entry whose stored settings without those keys are
+        ``settings``, is moved to the new key when there is none: a change of key costs no
+        retraining.
         """
         identity = {"kind": kind, "target": self.target, "settings": settings}
         if self.directory is None:
             return module, {**identity, **train(module, None)}, False
         folder = self.directory / f"{kind}-{stable_hash(identity)}"
         partial = folder.with_name(folder.name + ".partial")
-        if legacy_settings is not None:
-            legacy = {"kind": kind, "target": self.target, "settings": legacy_settings}
-            _adopt(self.directory / f"{kind}-{stable_hash(legacy)}", folder)
+        if legacy_settings is not None and not (folder / META_FILE).is_file():
+            self._adopt_legacy(kind, settings, legacy_settings, folder)
         if (folder / META_FILE).is_file():
             meta = load_checkpoint(folder, module, architecture=kind)
             shutil.rmtree(partial, ignore_errors=True)  # left by a run killed after saving
@@ -69,6 +70,25 @@ class ModuleCache:
         save_checkpoint(folder, module, meta)
         shutil.rmtree(partial, ignore_errors=True)
         return module, meta, False
+
+    def _adopt_legacy(
+        self, kind: str, settings: dict[str, Any], legacy_settings: dict[str, Any], folder: Path
+    ) -> None:
+        """Move the module stored under its older key (see :meth:`get_or_train`) to ``folder``."""
+        assert self.directory is not None
+        legacy = {"kind": kind, "target": self.target, "settings": legacy_settings}
+        _adopt(self.directory / f"{kind}-{stable_hash(legacy)}", folder)
+        extra = set(legacy_settings) - set(settings)
+        wanted = stable_hash({"target": self.target, "settings": settings})
+        for old in sorted(self.directory.glob(f"{kind}-*")):
+            if (folder / META_FILE).is_file():
+                return
+            if not (old / META_FILE).is_file():
+                continue
+            meta = read_meta(old)
+            kept = {k: v for k, v in meta.get("settings", {}).items() if k not in extra}
+            if stable_hash({"target": meta.get("target"), "settings": kept}) == wanted:
+                _adopt(old, folder)
 
 
 def _adopt(old: Path, new: Path) -> None:
