@@ -160,6 +160,7 @@ def run_cell(spec: dict[str, Any], cfg: AttackConfig, victim: Any) -> dict[str, 
         "victim": {"checkpoint": Path(str(victim.checkpoint)).name,
                    "test_accuracy": victim.meta.get("test_accuracy")},
         "attack_hyperparameters": run.provenance["attack_hyperparameters"],
+        "tuning": run.provenance.get("tuning"),  # the `tuned` search: its images and picks
         "info": {k: v for k, v in info.items() if k != "feature_mse"},
         "versions": versions(),
     }  # fmt: skip
