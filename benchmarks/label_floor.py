@@ -35,7 +35,7 @@ def floor(dataset: str, protocol: str, args: argparse.Namespace) -> dict:
     train = load_dataset(dataset, "train", root=args.data_dir, download=False)
     test = load_dataset(dataset, "test", root=args.data_dir, download=False)
     means = class_means(train.images, train.labels, len(train.classes))
-    index = evaluation_indices(test.labels, protocol=protocol, n=args.n_eval, seed=args.seed)
+    index = evaluation_indices(test.labels, protocol=protocol, n=args.n_eval, seed=args.seed)  # type: ignore[arg-type]
     x = test.images[index].float() / 255
     metrics = image_metrics(means[test.labels[index]], x)
     return {

@@ -20,6 +20,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from common import DATA_DIR, RESULTS, save_results
@@ -34,7 +35,7 @@ from splitleak.models import split_model
 from splitleak.models.checkpoint import load_checkpoint, read_meta
 
 GRID_CACHE = RESULTS / "cifar10_grid" / "cache"
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "paper (λ_TV 2, β 1)": {"steps": 500, "lr": 0.1, "tv_weight": 2.0},
     "paper, authors' TV (λ_TV 2, β 2)": {"steps": 500, "lr": 0.1, "tv_weight": 2.0, "tv_beta": 2.0},
     "paper with λ_TV 0.02": {"steps": 500, "lr": 0.1, "tv_weight": 0.02},
@@ -66,13 +67,15 @@ def main() -> None:
     pixels = victim.test.subset(index).to_float()
     with torch.no_grad():
         z = split.edge(victim.normalize(victim.test.subset(index)))
-    edges = {"true f1": (split.edge, None)}
+    edges: dict[str, tuple[Any, dict[str, Any] | None]] = {"true f1": (split.edge, None)}
+    checkpoint = Path(str(victim.checkpoint)).name
     for folder in sorted((GRID_CACHE / "attacks").glob("shadow-same-*")):
         meta = read_meta(folder) if (folder / "model.json").is_file() else {}
-        if (
-            meta.get("target", {}).get("split") != args.split
-            or meta["settings"]["shadow"] != "same"
-        ):
+        target = meta.get("target", {})
+        mine = (target.get("victim"), target.get("split"), target.get("oracle_defenses"))
+        if mine != (checkpoint, args.split, []):  # this victim, undefended
+            continue
+        if meta["settings"]["shadow"] != "same":
             continue
         shadow = split_model(victim.architecture.build(), at=args.split).edge
         load_checkpoint(folder, shadow, architecture="shadow-same")
@@ -83,9 +86,9 @@ def main() -> None:
     if len(edges) == 1:
         parser.error(f"no trained same-net shadow at {args.split} in {GRID_CACHE / 'attacks'}")
     rows = []
-    for name, (edge, meta) in edges.items():
+    for name, (edge, info) in edges.items():
         with torch.no_grad():
-            mine = edge(victim.normalize(victim.test.subset(index)))
+            features = edge(victim.normalize(victim.test.subset(index)))
         for setting, values in SETTINGS.items():
             attack = WhiteBoxInversion(**values)
             attack.fit(WhiteBoxAccess(edge, inputs=victim.inputs, feature_shape=tuple(z.shape[1:])))
@@ -97,9 +100,15 @@ def main() -> None:
                     "inversion": values,
                     "psnr": float(psnr(images, pixels).mean()),
                     "ssim": float(ssim(images, pixels).mean()),
-                    "feature_error_vs_f1": relative_error(mine, z),
-                    "feature_error_vs_f1_after_relu": relative_error(mine.relu(), z.relu()),
-                    "shadow_epochs": None if meta is None else meta["settings"]["epochs"],
+                    "feature_error_vs_f1": relative_error(features, z),
+                    "feature_error_vs_f1_after_relu": relative_error(features.relu(), z.relu()),
+                    "shadow_epochs": None if info is None else info["settings"]["epochs"],
+                    # A random-protocol shadow's images may include the paper protocol's.
+                    "shadow_trained_on_these_images": None
+                    if info is None
+                    else bool(
+                        set(index.tolist()) & set(info["settings"]["data"].get("indices", []))
+                    ),
                 }
             )
             r = rows[-1]

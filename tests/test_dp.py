@@ -175,6 +175,9 @@ def test_epsilon_of_the_existing_noise_families_given_a_clipping_norm():
         ("dp-gaussian:features:2:clip=1:calib=classic", SplitleakError),  # ε ≥ 1
         ("dp-gaussian:features:2:calib=classic", SplitleakError),  # ε ≥ 1, median clip
         ("dp-gaussian:features:1:delta=1.5", SplitleakError),  # δ ∉ (0, 1), median clip
+        ("dp-laplace:features:inf", SplitleakError),  # ε must be finite
+        ("dp-laplace:features:nan", SplitleakError),
+        ("gaussian:features:inf", SplitleakError),
         ("dp-gaussian:features:0.5:calib=exact", UnknownNameError),
         ("dp-gaussian:features:1:clip=-1", SplitleakError),
         ("dp-gaussian:features:1:clip", SplitleakError),

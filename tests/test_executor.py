@@ -378,3 +378,20 @@ def test_a_changed_preset_changes_the_cell_key(monkeypatch):
     assert after.key != key
     monkeypatch.setattr(presets, "resolve", resolve)
     assert AttackCell(attack=cfg, victim_id=victim_id).key == key  # deterministic
+
+
+def test_shadow_cells_share_a_model_id_exactly_when_they_share_the_trained_shadow():
+    victim = VictimId(checkpoint="mnist-net-0", architecture="mnist-net")
+
+    def ids(**fields: object) -> tuple[str, ...]:
+        cfg = AttackConfig(attack="shadow", split="ReLU2", attack_epochs=2, **fields)
+        return AttackCell(attack=cfg, victim_id=victim).shared_models()
+
+    base = ids()
+    assert len(base) == 1
+    # Another inversion of the same shadow: the same model, so the same id (run in order).
+    assert ids(overrides={"steps": 7, "tv_weight": 0.5}) == base
+    # Another training of it: another model.
+    assert ids(overrides={"training": {"lr": 3e-4}}) != base
+    assert ids(attacker_samples=100) != base
+    assert ids(shadow_arch="different") != base

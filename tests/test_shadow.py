@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -312,25 +314,36 @@ def test_a_cached_shadow_serves_other_inversion_settings_and_adopts_its_legacy_k
     assert second.reused_ is True
     mine, theirs = first.shadow_.state_dict(), second.shadow_.state_dict()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
-    # An entry stored under the older key (which hashed the inversion too) is moved to the
-    # new key and reused.
+    # An entry as an older version stored it: keyed, and described, with the inversion too.
     legacy = {
         "kind": "shadow-same",
         "target": {"victim": "identity"},
         "settings": {**first.hyperparameters(), "data": data.describe(), "net": repr(first.shadow)},
     }
     old = tmp_path / f"shadow-same-{stable_hash(legacy)}"
-    assert old != entry
-    entry.rename(old)
-    third = fit(tv_weight=2.0)
+
+    def make_legacy(folder: Path) -> None:
+        entry.rename(folder)
+        meta = json.loads((folder / "model.json").read_text())
+        (folder / "model.json").write_text(json.dumps({**meta, **legacy}))
+
+    make_legacy(old)
+    third = fit(tv_weight=2.0)  # the exact legacy key
     assert third.reused_ is True and entry.is_dir() and not old.exists()
-    # A finished entry of another inversion's older key is found by its stored settings.
-    entry.rename(old)
-    other = fit(tv_weight=0.5)  # its legacy key differs from old's
-    assert other.reused_ is True and entry.is_dir() and not old.exists()
-    # The same for an unfinished training state (a .partial folder).
-    entry.rename(old)
-    (old / "marker").write_text("state")
-    old.rename(old.with_name(old.name + ".partial"))
-    fit(tv_weight=2.0)  # resumes or restarts from the adopted state, then stores the entry
-    assert entry.is_dir() and not old.with_name(old.name + ".partial").exists()
+    # Its metadata now describes the new key (the inversion is not part of it).
+    assert "inversion" not in json.loads((entry / "model.json").read_text())["settings"]
+    # Under another inversion's older key: found by its stored settings, less the inversion.
+    make_legacy(old)
+    assert fit(tv_weight=0.5).reused_ is True and entry.is_dir() and not old.exists()
+    # A damaged entry of the same kind does not stop the search.
+    damaged = tmp_path / "shadow-same-0000000000000000"
+    damaged.mkdir()
+    (damaged / "model.json").write_text("{not json")
+    make_legacy(old)
+    assert fit(tv_weight=0.5).reused_ is True and entry.is_dir()
+    # An unfinished training state under the exact older key is moved, not lost.
+    entry.rename(old.with_name(old.name + ".partial"))
+    (old.with_name(old.name + ".partial") / "marker").write_text("state")
+    cache._adopt_legacy("shadow-same", {}, legacy["settings"], entry)
+    assert (entry.with_name(entry.name + ".partial") / "marker").read_text() == "state"
+    assert not old.with_name(old.name + ".partial").exists()

@@ -55,6 +55,9 @@ CELL_FORMAT = "splitleak-cell/1"
 _LEARNS_NOTHING = frozenset({"whitebox"})
 # Attacks whose learned module depends on no inversion setting.
 _DECODERS = frozenset({"inverse-network"})
+# Attacks that train a surrogate f1' (a shadow or an imitation), cached by its training
+# settings alone (splitleak.attacks.surrogate): one surrogate serves every inversion.
+_SURROGATES = frozenset({"shadow", "model-reconstruction"})
 
 
 class VictimId(Strict):
@@ -114,8 +117,8 @@ class AttackCell(Strict):
 
         Cells with a common id share one cached model — a decoder, a shadow, a trained
         defense — so the executor runs the first of them before the others. An id keeps
-        every setting that may reach the model's cache key (a superset only costs
-        parallelism, never a second training).
+        the settings that reach the model's cache key: two cells that share a model but
+        not an id would both train it, at the same time, under parallel executors.
         """
         # The recognisability evaluator, trained once per dataset, is not among them: the
         # driver trains it while the workers attack (see splitleak.executor.submit).
@@ -130,7 +133,12 @@ class AttackCell(Strict):
         drop = {"victim", "defenses", "adaptive", "compute"}
         if name in _DECODERS:  # the decoder's cache key holds no inversion setting
             drop |= {"profile", "surrogate_inversion", "shadow_arch"}
+        if name in _SURROGATES:  # nor the surrogate's: its training settings, as resolved
+            drop |= {"profile", "overrides", "surrogate_inversion"}
         settings = self.attack.model_dump(mode="json", exclude=drop)
+        if name in _SURROGATES:
+            resolved = attack_settings(self.attack, architecture=self.victim_id.architecture)
+            settings["resolved"] = {k: v for k, v in resolved.items() if k != "inversion"}
         # Defenses reach the learned module when the attacker queries through them, or when
         # they change the deployed model (fine-tuning, NoPeek): keep them all but the
         # non-adaptive, non-deployed case, where the attacker queries the bare edge.

@@ -15,8 +15,9 @@ from typing import Any
 
 from torch import nn
 
+from splitleak.errors import CheckpointError
 from splitleak.models.checkpoint import META_FILE, load_checkpoint, read_meta, save_checkpoint
-from splitleak.records import stable_hash, versions
+from splitleak.records import stable_hash, versions, write_json
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,10 @@ class ModuleCache:
         metadata and whether it was reused.
 
         ``legacy_settings``: the settings an older version keyed the same module by (``settings``
-        plus keys that did not change the module). An entry or ``.partial`` state stored under
-        exactly that key, else a finished entry whose stored settings without those keys are
-        ``settings``, is moved to the new key when there is none: a change of key costs no
+        plus keys that did not change the module). When nothing is stored under the new key,
+        an entry or idle ``.partial`` state stored under exactly that key, else a finished
+        entry whose stored settings without those keys are ``settings``, is moved to the new
+        key (its metadata rewritten with the new identity): a change of key costs no
         retraining.
         """
         identity = {"kind": kind, "target": self.target, "settings": settings}
@@ -74,31 +76,58 @@ class ModuleCache:
     def _adopt_legacy(
         self, kind: str, settings: dict[str, Any], legacy_settings: dict[str, Any], folder: Path
     ) -> None:
-        """Move the module stored under its older key (see :meth:`get_or_train`) to ``folder``."""
+        """Move the module stored under its older key (see :meth:`get_or_train`) to ``folder``.
+
+        Best effort: whatever cannot be moved (another process moved or is writing it, an
+        unreadable entry, a leftover folder at the new name) is left alone, and the module
+        is trained afresh instead.
+        """
         assert self.directory is not None
         legacy = {"kind": kind, "target": self.target, "settings": legacy_settings}
-        _adopt(self.directory / f"{kind}-{stable_hash(legacy)}", folder)
+        old = self.directory / f"{kind}-{stable_hash(legacy)}"
+        identity = {"kind": kind, "target": self.target, "settings": settings}
+        if _adopt_entry(old, folder, identity) or _adopt_partial(old, folder):
+            return
         extra = set(legacy_settings) - set(settings)
         wanted = stable_hash({"target": self.target, "settings": settings})
-        for old in sorted(self.directory.glob(f"{kind}-*")):
-            if (folder / META_FILE).is_file():
-                return
-            if not (old / META_FILE).is_file():
+        for other in sorted(self.directory.glob(f"{kind}-*")):
+            try:
+                meta = read_meta(other) if (other / META_FILE).is_file() else None
+            except CheckpointError:  # a damaged entry is not this module
                 continue
-            meta = read_meta(old)
+            if meta is None:
+                continue
             kept = {k: v for k, v in meta.get("settings", {}).items() if k not in extra}
-            if stable_hash({"target": meta.get("target"), "settings": kept}) == wanted:
-                _adopt(old, folder)
+            found = stable_hash({"target": meta.get("target"), "settings": kept}) == wanted
+            if found and _adopt_entry(other, folder, identity):
+                return
 
 
-def _adopt(old: Path, new: Path) -> None:
-    """Move a finished entry, else a ``.partial`` state, from ``old`` to ``new``'s name."""
-    if old == new or (new / META_FILE).is_file():
-        return
-    if (old / META_FILE).is_file():
-        os.replace(old, new)
-        return
+def _adopt_entry(old: Path, new: Path, identity: dict[str, Any]) -> bool:
+    """Move a finished entry to ``new`` (absent) and record its new identity there."""
+    if old == new or new.exists() or not (old / META_FILE).is_file():
+        return False
+    try:
+        os.rename(old, new)
+    except OSError:  # moved by another process meanwhile, or not movable here
+        return False
+    meta = read_meta(new)
+    write_json(new / META_FILE, {**meta, **identity, "adopted_from": old.name})
+    return True
+
+
+def _adopt_partial(old: Path, new: Path) -> bool:
+    """Move a ``.partial`` training state from ``old``'s name to ``new``'s.
+
+    A fit of an older version still running on the same cache loses its state folder and
+    stops with an error at its next epoch; rerun it, and this version continues the fit.
+    """
     old_partial = old.with_name(old.name + ".partial")
     new_partial = new.with_name(new.name + ".partial")
-    if old_partial.is_dir() and not new_partial.exists():
-        os.replace(old_partial, new_partial)
+    if old == new or new_partial.exists() or not old_partial.is_dir():
+        return False
+    try:
+        os.rename(old_partial, new_partial)
+    except OSError:
+        return False
+    return True

@@ -84,6 +84,10 @@ class ClippedNoise:
     stochastic = True
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.level):
+            raise SplitleakError(
+                f"{self.family}: the level must be a finite number, got {self.level}"
+            )
         if self.level < 0 or (self.calibrated and self.level == 0):
             what = "epsilon must be > 0" if self.calibrated else "noise level must be >= 0"
             raise SplitleakError(f"{self.family}: {what}, got {self.level:g}")

@@ -24,6 +24,7 @@ Every family but nopeek also takes ``finetune`` or ``finetune=EPOCHS``, ``ft_lr=
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -90,6 +91,8 @@ def _options(
 
 def build_defense(family: str, location: str, level: float, items: list[str]) -> Defense:
     """Build the defense a parsed spec names (``family`` and ``location`` already checked)."""
+    if not math.isfinite(level):
+        raise SplitleakError(f"{family} level must be a finite number, got {level}")
     flags = parse_flags(family, items)
     inner = _build_inner(family, location, level, flags)
     if "finetune" not in flags:
