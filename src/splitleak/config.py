@@ -69,6 +69,12 @@ class VictimConfig(Strict):
     cache_dir: Path | None = None
     train: TrainSettings = TrainSettings()
 
+    @property
+    def may_download(self) -> bool:
+        """Whether missing dataset files may be fetched: never into an explicit data_dir
+        unless ``download`` is set; always into the cache folder."""
+        return self.download or self.data_dir is None
+
 
 class AttackConfig(Strict):
     """One attack run: victim, split point, attack and its settings, evaluation protocol."""

@@ -84,9 +84,8 @@ def load_victim(
     """
     compute = compute or CPU_FP32
     dataset = cfg.dataset or default_dataset(cfg.model)  # unknown names fail before any I/O
-    download = cfg.download or cfg.data_dir is None  # never write into an explicit root
-    train = load_dataset(dataset, "train", root=cfg.data_dir, download=download)
-    test = load_dataset(dataset, "test", root=cfg.data_dir, download=download)
+    train = load_dataset(dataset, "train", root=cfg.data_dir, download=cfg.may_download)
+    test = load_dataset(dataset, "test", root=cfg.data_dir, download=cfg.may_download)
     arch = resolve_architecture(cfg.model, dataset=dataset, input_shape=test.shape)
     model = arch.build()
     if tuple(arch.input_shape) != test.shape:
@@ -231,10 +230,7 @@ def attacker_samples(
     other = None
     if cfg.attacker_data == "other-distribution":
         other = load_dataset(
-            cfg.other_dataset,
-            "test",
-            root=cfg.victim.data_dir,
-            download=cfg.victim.download or cfg.victim.data_dir is None,
+            cfg.other_dataset, "test", root=cfg.victim.data_dir, download=cfg.victim.may_download
         )
     n_train = victim.meta.get("train_images", len(victim.train))
     return draw_attacker_samples(

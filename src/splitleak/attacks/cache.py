@@ -51,7 +51,7 @@ class ModuleCache:
 
         ``legacy_settings``: the settings an older version keyed the same module by (``settings``
         plus keys that did not change the module). When nothing is stored under the new key,
-        an entry or idle ``.partial`` state stored under exactly that key, else a finished
+        an entry or ``.partial`` state stored under exactly that key, else a finished
         entry whose stored settings without those keys are ``settings``, is moved to the new
         key (its metadata rewritten with the new identity): a change of key costs no
         retraining.
@@ -91,11 +91,11 @@ class ModuleCache:
         extra = set(legacy_settings) - set(settings)
         wanted = stable_hash({"target": self.target, "settings": settings})
         for other in sorted(self.directory.glob(f"{kind}-*")):
-            try:
-                meta = read_meta(other) if (other / META_FILE).is_file() else None
-            except CheckpointError:  # a damaged entry is not this module
+            if not (other / META_FILE).is_file():
                 continue
-            if meta is None:
+            try:
+                meta = read_meta(other)
+            except CheckpointError:  # a damaged entry is not this module
                 continue
             kept = {k: v for k, v in meta.get("settings", {}).items() if k not in extra}
             found = stable_hash({"target": meta.get("target"), "settings": kept}) == wanted

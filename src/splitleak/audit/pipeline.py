@@ -64,9 +64,6 @@ def prepare(
 
     budget = budget or load_budget(cfg.budget)
     dataset = cfg.dataset or default_dataset(cfg.model)
-    may_download = download or cfg.data_dir is None  # never write into an explicit root
-    test = load_dataset(dataset, "test", root=cfg.data_dir, download=may_download)
-    arch = resolve_architecture(cfg.model, dataset=dataset, input_shape=test.shape)
     victim_cfg = VictimConfig(
         model=cfg.model,
         dataset=dataset,
@@ -75,6 +72,8 @@ def prepare(
         checkpoint=cfg.checkpoint,
         train=TrainSettings(epochs=budget.victim_epochs),
     )
+    test = load_dataset(dataset, "test", root=cfg.data_dir, download=victim_cfg.may_download)
+    arch = resolve_architecture(cfg.model, dataset=dataset, input_shape=test.shape)
     model = arch.build()
     cells = build_grid(cfg, budget, victim_cfg, split_points(model), compute)
     cells += repeat_for_victims(cells, victim_seeds(victim_cfg, cfg.victim_count(budget))[1:])

@@ -85,8 +85,7 @@ def read_inputs(
         SplitleakError: a bad file, or features and reference that do not pair up.
     """
     dataset = cfg.victim.dataset or default_dataset(cfg.victim.model)
-    may_download = cfg.victim.download or cfg.victim.data_dir is None  # never into a user's root
-    test = load_dataset(dataset, "test", root=cfg.victim.data_dir, download=may_download)
+    test = load_dataset(dataset, "test", root=cfg.victim.data_dir, download=cfg.victim.may_download)
     arch = resolve_architecture(cfg.victim.model, dataset=dataset, input_shape=test.shape)
     shape = feature_shape_at(split_model(arch.build().eval(), at=cfg.split).edge, arch.input_shape)
     ref = None if reference is None else load_images(reference, image_shape=arch.input_shape)
